@@ -1,0 +1,229 @@
+"""One frozen, validated configuration tree, named presets and the execution config.
+
+Precedence is explicit value > preset > default, applied once by :func:`resolve_config`.
+Settings files, the CLI and the ptychodus adapter all speak the same flat keys (see
+``KEYS``), so a value means the same thing wherever it comes from. The execution config
+(device, threads, batch sizes, seed, determinism, precision) is kept apart from the model
+config: it changes how fast a result arrives, never what a model file is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import ConfigError
+
+GENERATORS = ('cnn',)
+LOSSES = ('poisson', 'amplitude')
+PRECISIONS = ('float32', 'float64')
+SCHEDULES = ('cosine', 'constant')
+GRIDSIZES = (1, 2, 3)
+SUPPORTED_N = (32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model *is*: stored in model files and checked when loading one."""
+
+    n: int = 64
+    gridsize: int = 2
+    generator: str = 'cnn'
+    width: int = 16
+    amp_max: float = 2.0
+
+    def validate(self) -> None:
+        _check_choice('n', self.n, SUPPORTED_N, hint='crop or bin the patterns in ptychodus')
+        _check_choice('gridsize', self.gridsize, GRIDSIZES)
+        _check_choice('generator', self.generator, GENERATORS)
+        _check_int_range('width', self.width, 4, 256)
+        _check_float_range('amp_max', self.amp_max, 0.1, 100.0)
+
+    @property
+    def channels(self) -> int:
+        return self.gridsize * self.gridsize
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a network is fitted to a scan (self-supervised) and refined afterwards."""
+
+    epochs: int = 30
+    learning_rate: float = 2e-3
+    loss: str = 'poisson'
+    schedule: str = 'cosine'
+    learn_scale: bool = True
+    probe_refinement: bool = False
+    probe_learning_rate: float = 1e-3
+    refine_epochs: int = 0
+    refine_learning_rate: float = 0.03
+    snapshot_every: int = 1
+
+    def validate(self) -> None:
+        _check_int_range('epochs', self.epochs, 0, 100_000)
+        _check_float_range('learning_rate', self.learning_rate, 1e-7, 1.0)
+        _check_choice('loss', self.loss, LOSSES)
+        _check_choice('schedule', self.schedule, SCHEDULES)
+        _check_bool('learn_scale', self.learn_scale)
+        _check_bool('probe_refinement', self.probe_refinement)
+        _check_float_range('probe_learning_rate', self.probe_learning_rate, 1e-7, 1.0)
+        _check_int_range('refine_epochs', self.refine_epochs, 0, 100_000)
+        _check_float_range('refine_learning_rate', self.refine_learning_rate, 1e-6, 10.0)
+        _check_int_range('snapshot_every', self.snapshot_every, 1, 100_000)
+
+
+@dataclass(frozen=True)
+class PinnConfig:
+    """The model and training configuration: the part serialised with a model."""
+
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PinnConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error, not ignored."""
+        try:
+            model = ModelConfig(**dict(data['model']))
+            train = TrainConfig(**dict(data['train']))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(
+                'config', dict(data), 'a mapping with model and train sections'
+            ) from exc
+        config = cls(model=model, train=train)
+        config.validate()
+        return config
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How to run: never part of a model's identity."""
+
+    device: str = 'auto'
+    num_threads: int = 0
+    batch_size: int = 16
+    inference_batch_size: int = 64
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = 'float32'
+
+    def validate(self) -> None:
+        if not isinstance(self.device, str) or not self.device:
+            raise ConfigError('device', self.device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        _check_int_range('num_threads', self.num_threads, 0, 1024)
+        _check_int_range('batch_size', self.batch_size, 1, 65536)
+        _check_int_range('inference_batch_size', self.inference_batch_size, 1, 65536)
+        _check_int_range('seed', self.seed, 0, 2**32 - 1)
+        _check_bool('deterministic', self.deterministic)
+        _check_choice('precision', self.precision, PRECISIONS)
+
+
+_MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name != 'n')
+_TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
+_EXEC_KEYS = tuple(f.name for f in fields(ExecutionConfig))
+KEYS: tuple[str, ...] = _MODEL_KEYS + _TRAIN_KEYS + _EXEC_KEYS
+"""Every flat key accepted by :func:`resolve_config` (the pattern size comes from the data)."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A first look in about a minute on a laptop CPU: a narrow network fitted briefly,
+    # then a short direct refinement of the stitched object under the same loss.
+    'fast': {
+        'gridsize': 2,
+        'width': 8,
+        'epochs': 4,
+        'learning_rate': 3e-3,
+        'batch_size': 16,
+        'refine_epochs': 25,
+        'refine_learning_rate': 0.05,
+    },
+    # The default: a longer network fit, then refinement.
+    'standard': {
+        'gridsize': 2,
+        'width': 16,
+        'epochs': 15,
+        'learning_rate': 2e-3,
+        'batch_size': 16,
+        'refine_epochs': 40,
+        'refine_learning_rate': 0.03,
+    },
+    # Slow and thorough: wider network, more epochs, probe refinement.
+    'quality': {
+        'gridsize': 2,
+        'width': 32,
+        'epochs': 40,
+        'learning_rate': 1e-3,
+        'batch_size': 16,
+        'refine_epochs': 100,
+        'refine_learning_rate': 0.02,
+        'probe_refinement': True,
+    },
+}
+DEFAULT_PRESET = 'standard'
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The outcome of resolution: what to build and how to run it, plus where it came from."""
+
+    pinn: PinnConfig
+    execution: ExecutionConfig
+    preset: str
+
+
+def resolve_config(
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    n: int = 64,
+) -> ResolvedConfig:
+    """Build and validate the config tree: explicit ``overrides`` > ``preset`` > defaults.
+
+    ``None`` values in ``overrides`` mean "not given" so callers can pass optional CLI
+    arguments straight through.
+    """
+    name = DEFAULT_PRESET if preset is None or preset == '' else str(preset).casefold()
+    if name not in PRESETS:
+        raise ConfigError('preset', preset, ', '.join(repr(p) for p in PRESETS))
+    values: dict[str, Any] = dict(PRESETS[name])
+    for key, value in (overrides or {}).items():
+        if key not in KEYS:
+            raise ConfigError('key', key, 'one of ' + ', '.join(KEYS))
+        if value is not None:
+            values[key] = value
+
+    model = ModelConfig(n=n, **{k: values[k] for k in _MODEL_KEYS if k in values})
+    train = TrainConfig(**{k: values[k] for k in _TRAIN_KEYS if k in values})
+    execution = ExecutionConfig(**{k: values[k] for k in _EXEC_KEYS if k in values})
+    pinn = PinnConfig(model=model, train=train)
+    pinn.validate()
+    execution.validate()
+    return ResolvedConfig(pinn=pinn, execution=execution, preset=name)
+
+
+def _check_choice(field: str, value: object, allowed: tuple[Any, ...], hint: str = '') -> None:
+    if isinstance(value, bool) or value not in allowed:
+        text = 'one of ' + ', '.join(repr(a) for a in allowed)
+        raise ConfigError(field, value, text + (f' ({hint})' if hint else ''))
+
+
+def _check_int_range(field: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(field, value, f'an integer from {low} to {high}')
+
+
+def _check_float_range(field: str, value: object, low: float, high: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not low <= float(value) <= high:  # type: ignore[arg-type]
+        raise ConfigError(field, value, f'a number from {low:g} to {high:g}')
+
+
+def _check_bool(field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, 'true or false')

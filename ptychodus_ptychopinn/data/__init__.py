@@ -1,0 +1,1 @@
+"""Data preparation from plain numpy arrays: grouping and input scaling."""

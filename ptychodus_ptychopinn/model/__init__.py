@@ -1,0 +1,1 @@
+"""Generators (network architectures) and the PINN module (generator + physics)."""

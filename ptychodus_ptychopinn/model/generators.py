@@ -1,0 +1,83 @@
+"""Networks that map scaled diffraction amplitudes to object patches (amplitude, phase).
+
+A generator takes (B, C, N, N) real inputs and returns amplitude and phase (B, C, N, N).
+New architectures register in ``GENERATORS`` and are selected by ``ModelConfig.generator``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+
+BOTTLENECK = 8
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Decoder(nn.Module):
+    def __init__(self, widths: list[int], channels: int) -> None:
+        super().__init__()
+        stages = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            stages.append(nn.Sequential(nn.Upsample(scale_factor=2.0), _block(c_in, c_out)))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Conv2d(widths[-1], channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(x))
+
+
+class CnnGenerator(nn.Module):
+    """Plain encoder-decoder: conv-conv-pool blocks down to 8 x 8, two decoders, no attention.
+
+    Depth follows N (3 poolings at N = 64); the width doubles at each level from ``width``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        depth = int(round(math.log2(config.n / BOTTLENECK)))
+        widths = [config.width * 2**i for i in range(depth + 1)]
+        channels = config.channels
+        encoder: list[nn.Module] = []
+        c_in = channels
+        for c_out in widths[:-1]:
+            encoder += [_block(c_in, c_out), nn.MaxPool2d(2)]
+            c_in = c_out
+        encoder.append(_block(c_in, widths[-1]))
+        self.encoder = nn.Sequential(*encoder)
+        reversed_widths = widths[::-1]
+        self.amplitude = _Decoder(reversed_widths, channels)
+        self.phase = _Decoder(reversed_widths, channels)
+        self.amp_max = config.amp_max
+        # Start from a flat, unit-amplitude object: sigmoid(b) * amp_max = 1.
+        p = 1.0 / config.amp_max
+        with torch.no_grad():
+            self.amplitude.head.bias.fill_(math.log(p / (1.0 - p)) if p < 1.0 else 4.0)
+            self.amplitude.head.weight.mul_(0.1)
+            self.phase.head.weight.mul_(0.1)
+            self.phase.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(x)
+        amplitude = self.amp_max * torch.sigmoid(self.amplitude(features))
+        phase = torch.pi * torch.tanh(self.phase(features))
+        return amplitude, phase
+
+
+GENERATORS: dict[str, Callable[[ModelConfig], nn.Module]] = {'cnn': CnnGenerator}
+
+
+def build_generator(config: ModelConfig) -> nn.Module:
+    return GENERATORS[config.generator](config)

@@ -1,0 +1,1 @@
+"""Differentiable physics in torch: propagation, translation, losses. No ptychodus, no Qt."""
