@@ -58,6 +58,7 @@ class TrainConfig:
     probe_learning_rate: float = 1e-3
     refine_epochs: int = 0
     refine_learning_rate: float = 0.03
+    refine_batch_size: int = 50
     snapshot_every: int = 1
 
     def validate(self) -> None:
@@ -70,6 +71,7 @@ class TrainConfig:
         _check_float_range('probe_learning_rate', self.probe_learning_rate, 1e-7, 1.0)
         _check_int_range('refine_epochs', self.refine_epochs, 0, 100_000)
         _check_float_range('refine_learning_rate', self.refine_learning_rate, 1e-6, 10.0)
+        _check_int_range('refine_batch_size', self.refine_batch_size, 1, 65536)
         _check_int_range('snapshot_every', self.snapshot_every, 1, 100_000)
 
 

@@ -171,6 +171,21 @@ def infer(payload: Payload, model: TrainedModel) -> Iterator[Event]:
     return reconstruct(payload, model, fit_epochs=0, refine_epochs=0)
 
 
+def network_patches(payload: Payload, model: TrainedModel) -> np.ndarray:
+    """Each scan point's patch as the network predicts it (after the overlap constraint).
+
+    For diagnostics (e.g. neighbour phase agreement); runs on the payload's device.
+    """
+    _check_compatible(model, payload)
+    config = replace(payload.config.pinn, model=model.config.model)
+    with execution_context(payload.config.execution) as device:
+        run = _Run(payload, config, model, device)
+        try:
+            return run.anchor_patches()
+        finally:
+            run.close()
+
+
 def _check_compatible(model: TrainedModel, payload: Payload) -> None:
     if model.config.model.n != payload.n:
         raise InputError(
@@ -385,6 +400,20 @@ class _Run:
         shape = self.payload.object_init.shape
         return Stitcher((shape[0], shape[1]), weight, self.device, self.complex)
 
+    def anchor_patches(self) -> np.ndarray:
+        pinn = self.pinn
+        assert pinn is not None
+        batch = self.payload.config.execution.inference_batch_size
+        out = []
+        pinn.eval()
+        with torch.no_grad():
+            for start in range(0, self.payload.num_patterns, batch):
+                groups = np.arange(start, min(start + batch, self.payload.num_patterns))
+                members = self.payload.groups.members[groups]
+                inputs = self._inputs(members, float(pinn.input_scale))
+                out.append(pinn.patches(inputs, self._offsets(groups))[:, 0].cpu().numpy())
+        return np.concatenate(out)
+
     def _infer_and_stitch(self) -> Iterator[Event]:
         """One no-grad pass over every scan point; returns the stitched object (H, W)."""
         pinn = self.pinn
@@ -411,7 +440,7 @@ class _Run:
         assert pinn is not None
         train = self.config.train
         count = self.payload.num_patterns
-        batch = self.payload.config.execution.batch_size * self.config.model.channels
+        batch = train.refine_batch_size
         num_batches = math.ceil(count / batch)
         n = self.payload.n
         obj = torch.view_as_real(

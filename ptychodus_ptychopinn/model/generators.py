@@ -18,11 +18,13 @@ BOTTLENECK = 8
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
+    # GELU, not ReLU: with ReLU the self-supervised fit collapsed to a constant, input-blind
+    # output (dead units) within a few hundred steps on simulated scans.
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1),
-        nn.ReLU(inplace=True),
+        nn.GELU(),
         nn.Conv2d(c_out, c_out, 3, padding=1),
-        nn.ReLU(inplace=True),
+        nn.GELU(),
     )
 
 

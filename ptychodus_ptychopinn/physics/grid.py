@@ -44,14 +44,19 @@ def scatter_add_tiles(image: torch.Tensor, tiles: torch.Tensor, corner: torch.Te
 
 
 def extract_patches(image: torch.Tensor, positions: torch.Tensor, n: int) -> torch.Tensor:
-    """The N x N patches of ``image`` centred at ``positions`` (sub-pixel, Fourier-interpolated).
+    """The N x N patches of ``image`` centred at ``positions``, bilinearly interpolated.
 
-    ``patch[j] = image[r - (N - 1) / 2 + j]``: the patch the network is asked to predict.
+    ``patch[j] = image[r - (N - 1) / 2 + j]``: the patch the network is asked to predict. Bilinear
+    (not Fourier) interpolation, because an object crop is not periodic: a Fourier shift of it
+    rings from the wrapped edges. The forward model avoids interpolating the object at all
+    (see :func:`shifted_probes`).
     """
     corner, frac = split_positions(positions, n)
-    tiles = gather_tiles(image, corner - 1, n + 2)
-    shifted = fourier_shift(tiles, -frac[:, 0], -frac[:, 1])
-    return shifted[..., 1 : n + 1, 1 : n + 1]
+    tiles = gather_tiles(image, corner, n + 1)
+    fx = frac[:, 0, None, None].to(tiles.real.dtype)
+    fy = frac[:, 1, None, None].to(tiles.real.dtype)
+    rows = (1 - fy) * tiles[:, :-1, :] + fy * tiles[:, 1:, :]
+    return (1 - fx) * rows[:, :, :-1] + fx * rows[:, :, 1:]
 
 
 def shifted_probes(probe_modes: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
