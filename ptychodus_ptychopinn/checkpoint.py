@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,8 @@ def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> Path:
     }
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state.items()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + '.', suffix='.part', dir=target.parent)
-    os.close(fd)
+    # A fresh name beside the target (not mkstemp: that would make the file owner-only).
+    tmp = target.with_name(f'.{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part')
     try:
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, target)

@@ -134,35 +134,35 @@ KEYS: tuple[str, ...] = _MODEL_KEYS + _TRAIN_KEYS + _EXEC_KEYS
 """Every flat key accepted by :func:`resolve_config` (the pattern size comes from the data)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # A first look in about a minute on a laptop CPU: a narrow network fitted briefly,
+    # A first look in well under a minute on a laptop CPU: a narrow network fitted briefly,
     # then a short direct refinement of the stitched object under the same loss.
     'fast': {
         'gridsize': 2,
         'width': 8,
-        'epochs': 4,
-        'learning_rate': 3e-3,
-        'batch_size': 16,
-        'refine_epochs': 25,
+        'epochs': 2,
+        'learning_rate': 2e-3,
+        'batch_size': 8,
+        'refine_epochs': 40,
         'refine_learning_rate': 0.05,
     },
-    # The default: a longer network fit, then refinement.
+    # The default: a wider network fitted longer, then a longer refinement.
     'standard': {
         'gridsize': 2,
         'width': 16,
-        'epochs': 15,
+        'epochs': 5,
         'learning_rate': 2e-3,
-        'batch_size': 16,
-        'refine_epochs': 40,
+        'batch_size': 8,
+        'refine_epochs': 80,
         'refine_learning_rate': 0.03,
     },
-    # Slow and thorough: wider network, more epochs, probe refinement.
+    # Slow and thorough: wider network, many small-batch epochs, probe refinement.
     'quality': {
         'gridsize': 2,
         'width': 32,
-        'epochs': 40,
+        'epochs': 20,
         'learning_rate': 1e-3,
-        'batch_size': 16,
-        'refine_epochs': 100,
+        'batch_size': 4,
+        'refine_epochs': 200,
         'refine_learning_rate': 0.02,
         'probe_refinement': True,
     },

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Union
 
@@ -126,7 +126,7 @@ def reconstruct(
     *,
     fit_epochs: int | None = None,
     refine_epochs: int | None = None,
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """Fit (warm-started from ``model`` if given), infer and stitch, then refine.
 
     ``fit_epochs`` / ``refine_epochs`` override the config (``infer`` passes 0 and 0).
@@ -149,7 +149,7 @@ def reconstruct(
 
 def train(
     payload: Payload, model: TrainedModel | None = None, *, validation_fraction: float = 0.1
-) -> Iterator[Event]:
+) -> Generator[Event, None, None]:
     """Train the network on ``payload`` (e.g. exported training data), holding out a share of
     scan points for a validation loss per epoch. The result carries both loss histories."""
     if not 0.0 <= validation_fraction < 1.0:
@@ -166,7 +166,7 @@ def train(
             run.close()
 
 
-def infer(payload: Payload, model: TrainedModel) -> Iterator[Event]:
+def infer(payload: Payload, model: TrainedModel) -> Generator[Event, None, None]:
     """Inference only: the pretrained network's stitched object, no fitting, no refinement."""
     return reconstruct(payload, model, fit_epochs=0, refine_epochs=0)
 
@@ -411,7 +411,7 @@ class _Run:
                 groups = np.arange(start, min(start + batch, self.payload.num_patterns))
                 members = self.payload.groups.members[groups]
                 inputs = self._inputs(members, float(pinn.input_scale))
-                out.append(pinn.patches(inputs, self._offsets(groups))[:, 0].cpu().numpy())
+                out.append(pinn.patches(inputs, self._offsets(groups), 1)[:, 0].cpu().numpy())
         return np.concatenate(out)
 
     def _infer_and_stitch(self) -> Iterator[Event]:
@@ -428,7 +428,7 @@ class _Run:
             for b in range(num_batches):
                 groups = np.arange(b * batch, min((b + 1) * batch, count))
                 members = self.payload.groups.members[groups]
-                patches = pinn.patches(self._inputs(members, in_scale), self._offsets(groups))
+                patches = pinn.patches(self._inputs(members, in_scale), self._offsets(groups), 1)
                 stitcher.add(patches[:, 0], self._positions(groups))
                 yield BatchEvent('infer', 0, b, num_batches, float('nan'))
         pinn.train()

@@ -49,14 +49,19 @@ class Pinn(nn.Module):
         intensity = self.probe_modes.detach().abs().square().sum(dim=0)
         return intensity / intensity.max()
 
-    def patches(self, inputs: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """Complex object patches (B, C, N, N) after the overlap constraint."""
+    def patches(
+        self, inputs: torch.Tensor, offsets: torch.Tensor, channels_out: int | None = None
+    ) -> torch.Tensor:
+        """Complex object patches (B, C, N, N) after the overlap constraint.
+
+        ``channels_out`` limits the output to the first patches (the anchor, for inference).
+        """
         amplitude, phase = self.generator(inputs)
         patches = torch.polar(amplitude, phase)
         if self.config.channels == 1:
             return patches
         return merge_and_extract(
-            patches, offsets.to(amplitude.dtype), self.merge_weight(), self.canvas
+            patches, offsets.to(amplitude.dtype), self.merge_weight(), self.canvas, channels_out
         )
 
     def forward(
