@@ -50,7 +50,7 @@ class TrainConfig:
     """How a network is fitted to a scan (self-supervised) and refined afterwards."""
 
     epochs: int = 30
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     loss: str = 'poisson'
     schedule: str = 'cosine'
     learn_scale: bool = True
@@ -140,7 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         'gridsize': 2,
         'width': 8,
         'epochs': 2,
-        'learning_rate': 2e-3,
+        'learning_rate': 1e-3,
         'batch_size': 8,
         'refine_epochs': 40,
         'refine_learning_rate': 0.05,
@@ -150,7 +150,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         'gridsize': 2,
         'width': 16,
         'epochs': 5,
-        'learning_rate': 2e-3,
+        'learning_rate': 1e-3,
         'batch_size': 8,
         'refine_epochs': 80,
         'refine_learning_rate': 0.03,

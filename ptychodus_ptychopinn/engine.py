@@ -67,6 +67,7 @@ class EpochEvent:
     seconds: float
     progress: int
     goal: int
+    validation_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -337,11 +338,19 @@ class _Run:
             mean = total / count
             self.progress += 1
             self.losses.append((self.progress, mean))
+            held_out = None
             if validation is not None:
                 held_out = self._validation_loss(validation)
                 self.validation_losses.append((self.progress, held_out))
             yield EpochEvent(
-                'fit', epoch, epochs, mean, time.perf_counter() - start, self.progress, goal
+                'fit',
+                epoch,
+                epochs,
+                mean,
+                time.perf_counter() - start,
+                self.progress,
+                goal,
+                held_out,
             )
             if validation is None and (
                 (epoch + 1) % train.snapshot_every == 0 or epoch + 1 == epochs

@@ -1,4 +1,4 @@
-"""Model files: round trip, and hostile or damaged files give ModelFileError, never code execution."""
+"""Model files: round trip; hostile or damaged files give ModelFileError, never run code."""
 
 import os
 import pickle
@@ -59,8 +59,8 @@ def test_enormous_declared_header_is_refused_before_reading(tmp_path: Path) -> N
 
 
 def test_wrong_shapes_and_newer_versions_are_rejected(tmp_path: Path) -> None:
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     path = save_model(_model(), tmp_path / 'm.safetensors')
     with safe_open(str(path), framework='pt') as handle:

@@ -52,13 +52,14 @@ def test_self_supervised_fit_improves_the_image_and_ties_patch_phases(scan) -> N
     """Not only the loss: SSIM against the truth rises and neighbours agree in phase."""
     flat = score_object(scan.product.object_.get_array()[0], scan.truth, product=scan.product)
     weight = (np.abs(scan.probe_modes) ** 2).sum(axis=0)
-    common = dict(epochs=15, learning_rate=2e-3, refine_epochs=0, width=8)
+    common = dict(epochs=15, learning_rate=1e-3, refine_epochs=0, width=8)
     overlap = _payload(scan, gridsize=2, batch_size=4, **common)
     fitted = _result(reconstruct(overlap))
     score = score_object(fitted.object, scan.truth, product=scan.product)
     losses = [value for _, value in fitted.losses]
     assert losses[-1] < losses[0]
-    # Measured: flat 0.04 / 0.00; fitted 0.52 / 0.15 (2-core CPU, 30 s).
+    # Measured: flat 0.04 / 0.00; fitted 0.45 / 0.15 (2-core CPU, 8 s). At lr 2e-3 the same
+    # fit once collapsed to a flat object: the fit is sensitive to the learning rate.
     assert score['amp_ssim'] > flat['amp_ssim'] + 0.25
     assert score['phase_ssim'] > flat['phase_ssim'] + 0.05
     spread = neighbour_phase_spread(
@@ -69,7 +70,7 @@ def test_self_supervised_fit_improves_the_image_and_ties_patch_phases(scan) -> N
     spread_single = neighbour_phase_spread(
         network_patches(single, alone.model), scan.positions_px, weight
     )
-    # Measured: 0.08 rad with the overlap constraint, 0.18 rad without (truth: 0.004).
+    # Measured: 0.07 rad with the overlap constraint, 0.19 rad without (truth: 0.004).
     assert spread < 0.15
     assert spread < spread_single
 

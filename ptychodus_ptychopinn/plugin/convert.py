@@ -1,0 +1,213 @@
+"""ptychodus data <-> engine arrays, and engine results -> ptychodus products.
+
+Inputs: counts stay in their source dtype (no float copy of a uint16 scan), the probe is
+the first OPR mode's incoherent stack ``(M, H, W)``, positions are mapped to (x, y) object
+pixels with ptychodus's own geometry helpers, and layer 0 of the object is the grid.
+
+OPR: a probe with several OPR modes (or per-position OPR weights) is reconstructed with
+the first (shared) mode only, with a warning; the output keeps the input's OPR modes and
+weights and replaces only that first mode, and only when the probe was refined. Refusing
+such data would block every product that went through an OPR reconstruction, while the
+shared mode is the usable average probe.
+
+Losses shown by ptychodus (``Product.losses``, plotted on a log axis) must be positive.
+For the Poisson loss we report the *excess* negative log-likelihood: the engine's loss
+minus its floor (the counts predicting themselves, ``physics.losses.optimum_poisson_nll``),
+i.e. half the mean Poisson deviance per good pixel, plus ``LOSS_OFFSET``. The amplitude
+loss is already non-negative and gets only the offset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from ptychodus.api.io import TrainingDataFileKeys
+from ptychodus.api.object import Object
+from ptychodus.api.probe import ProbeSequence
+from ptychodus.api.product import LossValue, Product
+from ptychodus.api.reconstruct import ReconstructInput
+
+from ..errors import InputError
+from ..factory import Payload
+from ..physics.losses import EPS
+
+logger = logging.getLogger(__name__)
+
+LOSS_OFFSET = 1e-12
+"""Added to every reported loss so a log axis never sees zero."""
+FLOOR_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class ScanArrays:
+    """The arrays the engine's ``build_payload`` takes, named as it names them."""
+
+    counts: np.ndarray
+    bad_pixels: np.ndarray | None
+    probe_modes: np.ndarray
+    positions: np.ndarray
+    object_init: np.ndarray
+
+
+def scan_arrays(parameters: ReconstructInput) -> ScanArrays:
+    """Extract engine arrays from ptychodus's reconstruct input (no copy of the counts)."""
+    product = parameters.product
+    obj = product.object_
+    if obj.num_layers != 1:
+        raise InputError(
+            f'the object has {obj.num_layers} layers; PINN reconstructs a single-layer '
+            '(thin) object. Set the number of object layers to 1 in ptychodus (Object > '
+            'layers) before reconstructing.'
+        )
+    geometry = obj.get_geometry()
+    x = geometry.map_probe_positions_to_object_x_px(product.probe_positions)
+    y = geometry.map_probe_positions_to_object_y_px(product.probe_positions)
+    _warn_if_opr(product.probes)
+    return ScanArrays(
+        counts=np.asarray(parameters.diffraction_patterns),
+        bad_pixels=None if parameters.bad_pixels is None else np.asarray(parameters.bad_pixels),
+        probe_modes=product.probes.get_probe_no_opr().get_array(),
+        positions=np.stack([np.asarray(x, float), np.asarray(y, float)], axis=-1),
+        object_init=obj.get_layer(0),
+    )
+
+
+def _warn_if_opr(probes: ProbeSequence) -> None:
+    weights = probes.get_opr_weights_or_none()
+    varies = weights is not None and not np.allclose(weights[:, 0], weights[0, 0])
+    if probes.num_coherent_modes > 1 or varies:
+        logger.warning(
+            'The probe has %d OPR modes%s; PINN uses only the first (shared) mode and keeps '
+            'the other OPR modes and weights unchanged in its output.',
+            probes.num_coherent_modes,
+            ' with position-dependent weights' if varies else '',
+        )
+
+
+def load_training_file(path: Path) -> ScanArrays:
+    """Read one file written by ``ptychodus.api.io.save_training_data`` (our export)."""
+    keys = TrainingDataFileKeys
+    try:
+        with h5py.File(path, 'r') as handle:
+            missing = [k.value for k in _REQUIRED if k.value not in handle]
+            if missing:
+                raise InputError(
+                    f'{path} is not ptychodus training data (missing {", ".join(missing)}); '
+                    'export it with Export Training Data on the pinn_pretrained reconstructor.'
+                )
+            counts = handle[keys.PATTERNS][()]
+            bad = handle[keys.BAD_PIXELS][()] if keys.BAD_PIXELS in handle else None
+            probe = handle[keys.PROBE_ARRAY][()]
+            obj = handle[keys.OBJECT_ARRAY][()]
+            x = handle[keys.PROBE_POSITION_X_PX][()]
+            y = handle[keys.PROBE_POSITION_Y_PX][()]
+    except OSError as exc:
+        raise InputError(f'cannot read training data {path}: {exc}') from exc
+    if obj.ndim == 3:
+        obj = obj[0]
+    return ScanArrays(
+        counts=counts,
+        bad_pixels=None if bad is None else bad.astype(bool),
+        probe_modes=probe,
+        positions=np.stack([np.asarray(x, float), np.asarray(y, float)], axis=-1),
+        object_init=obj,
+    )
+
+
+_REQUIRED = (
+    TrainingDataFileKeys.PATTERNS,
+    TrainingDataFileKeys.PROBE_ARRAY,
+    TrainingDataFileKeys.OBJECT_ARRAY,
+    TrainingDataFileKeys.PROBE_POSITION_X_PX,
+    TrainingDataFileKeys.PROBE_POSITION_Y_PX,
+)
+
+
+def is_training_file(path: Path) -> bool:
+    """True for an HDF5 file holding ptychodus training-data datasets."""
+    try:
+        with h5py.File(path, 'r') as handle:
+            return all(k.value in handle for k in _REQUIRED)
+    except OSError:
+        return False
+
+
+class LossScale:
+    """Turns the engine's loss history into positive ``LossValue`` entries (see module doc).
+
+    The floor is computed per pattern in float64; the network fit averages over group
+    members (patterns repeat across groups), refinement over patterns, so each stage has
+    its own floor. Progress values up to ``fit_epochs`` are fit epochs, later ones refine.
+    """
+
+    def __init__(self, payload: Payload, fit_epochs: int) -> None:
+        self.fit_epochs = fit_epochs
+        if payload.config.pinn.train.loss == 'poisson':
+            per_pattern = _poisson_floor_per_pattern(payload.counts, payload.good)
+            self.fit_floor = float(per_pattern[payload.groups.members].mean())
+            self.refine_floor = float(per_pattern.mean())
+        else:
+            self.fit_floor = self.refine_floor = 0.0
+
+    def value(self, progress: int, loss: float) -> float:
+        floor = self.fit_floor if progress <= self.fit_epochs else self.refine_floor
+        return max(loss - floor, 0.0) + LOSS_OFFSET
+
+    def losses(self, history: Iterable[tuple[int, float]]) -> list[LossValue]:
+        return [LossValue(epoch=int(p), value=self.value(p, v)) for p, v in history]
+
+
+def _poisson_floor_per_pattern(counts: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Mean over good pixels of ``I + eps - I log(I + eps)`` for each pattern."""
+    floors = np.empty(counts.shape[0])
+    for start in range(0, counts.shape[0], FLOOR_CHUNK):
+        block = np.asarray(counts[start : start + FLOOR_CHUNK], dtype=np.float64)[:, good]
+        lam = block + EPS
+        floors[start : start + len(block)] = (lam - block * np.log(lam)).mean(axis=-1)
+    return floors
+
+
+class ProductBuilder:
+    """Builds output products on the input product's grid, probe geometry and metadata."""
+
+    def __init__(self, product: Product) -> None:
+        self.product = product
+        self._object = product.object_
+
+    def build(
+        self,
+        object_array: np.ndarray,
+        probe_modes: np.ndarray | None,
+        losses: list[LossValue],
+    ) -> Product:
+        """``probe_modes`` None keeps the input probe unchanged (no probe refinement)."""
+        source = self._object
+        array = np.asarray(object_array).astype(source.dtype, copy=False)
+        obj = Object(
+            array=array[np.newaxis],
+            pixel_geometry=source.get_pixel_geometry(),
+            center=source.get_center(),
+            layer_spacing_m=list(source.layer_spacing_m),
+        )
+        probes = self.product.probes
+        if probe_modes is not None:
+            stack = probes.get_array().copy()
+            stack[0] = np.asarray(probe_modes).astype(stack.dtype, copy=False)
+            weights = probes.get_opr_weights_or_none()
+            probes = ProbeSequence(
+                array=stack,
+                opr_weights=None if weights is None else weights.copy(),
+                pixel_geometry=probes.get_pixel_geometry(),
+            )
+        return Product(
+            metadata=self.product.metadata,
+            probe_positions=self.product.probe_positions,
+            probes=probes,
+            object_=obj,
+            losses=losses,
+        )
