@@ -33,27 +33,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from ptychodus_ptychopinn.engine import ResultEvent, reconstruct
-    from ptychodus_ptychopinn.factory import build_payload
     from ptychodus_ptychopinn.plugin.layout import load_layout
     from ptychodus_ptychopinn.plugin.simulation import load_truth, score_object
 
     start = time.perf_counter()
     scan = load_layout(args.input)
-    a = scan.arrays
     overrides = {
         'device': args.device,
         'epochs': args.epochs,
         'refine_epochs': 0 if args.network_only else args.refine_epochs,
     }
-    payload = build_payload(
-        a.counts,
-        a.bad_pixels,
-        a.probe_modes,
-        a.positions,
-        a.object_init,
-        preset=args.preset,
-        overrides=overrides,
-    )
+    payload = scan.arrays.payload(preset=args.preset, overrides=overrides)
     result = None
     for event in reconstruct(payload):
         if isinstance(event, ResultEvent):

@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -42,7 +42,7 @@ from .errors import InputError, PinnError
 if TYPE_CHECKING:
     import numpy as np
 
-    from .engine import Event, ResultEvent, TrainedModel
+    from .engine import ResultEvent, TrainedModel
     from .factory import Payload
     from .plugin.layout import ProductWriter
 
@@ -677,20 +677,10 @@ def _reconstruct_like(args: argparse.Namespace, reporter: Reporter, command: str
     if model is not None:
         _apply_architecture(model, overrides, explicit)
 
-    from .factory import build_payload
     from .plugin.layout import ProductWriter, load_layout
 
     scan = load_layout(args.input)
-    arrays = scan.arrays
-    payload = build_payload(
-        arrays.counts,
-        arrays.bad_pixels,
-        arrays.probe_modes,
-        arrays.positions,
-        arrays.object_init,
-        preset=config.preset,
-        overrides=overrides,
-    )
+    payload = scan.arrays.payload(preset=config.preset, overrides=overrides)
     if command == 'infer':
         fit_epochs, refine_epochs = args.fine_tune_epochs, args.infer_refine_epochs
     else:
@@ -737,7 +727,7 @@ def _drive(job: _Job, reporter: Reporter) -> int:
         f'{payload.config.preset}, {job.fit_epochs} fit + {job.refine_epochs} refine epochs on '
         f'{device}' + (f', model {job.args.model}' if job.model is not None else '')
     )
-    events: Iterator[Event] = engine.reconstruct(
+    events = engine.reconstruct(
         payload, job.model, fit_epochs=job.fit_epochs, refine_epochs=job.refine_epochs
     )
     latest: _Latest | None = None
@@ -764,7 +754,7 @@ def _drive(job: _Job, reporter: Reporter) -> int:
             elif isinstance(event, engine.ResultEvent):
                 result = event
                 latest = _Latest(event.object, event.probe, event.losses, event.progress, 'done')
-        events.close()  # type: ignore[attr-defined]
+        events.close()
         reporter.finish()
         assert result is not None and latest is not None
         _write(job, latest, refine_probe, goal, interrupted=False)
@@ -787,11 +777,11 @@ def _drive(job: _Job, reporter: Reporter) -> int:
         reporter.message(f'done in {result.seconds:.1f} s; wrote {", ".join(wrote)}')
         return EXIT_OK
     except KeyboardInterrupt:
-        events.close()  # type: ignore[attr-defined]
+        events.close()
         reporter.finish()
         return _interrupted(job, reporter, latest, refine_probe, goal)
     finally:
-        events.close()  # type: ignore[attr-defined]
+        events.close()
 
 
 def _write(job: _Job, latest: _Latest, refine_probe: bool, goal: int, interrupted: bool) -> None:
@@ -874,19 +864,10 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
 
     from . import engine
     from .checkpoint import save_model
-    from .factory import build_payload
     from .plugin.layout import training_arrays
 
     source, arrays = training_arrays(args.input)
-    payload = build_payload(
-        arrays.counts,
-        arrays.bad_pixels,
-        arrays.probe_modes,
-        arrays.positions,
-        arrays.object_init,
-        preset=getattr(args, 'preset', None),
-        overrides=overrides,
-    )
+    payload = arrays.payload(preset=getattr(args, 'preset', None), overrides=overrides)
     epochs = payload.config.pinn.train.epochs
     device = _device_label(payload.config.execution.device)
     reporter.start(
@@ -922,7 +903,7 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                 )
             elif isinstance(event, engine.ResultEvent):
                 result = event
-        events.close()  # type: ignore[attr-defined]
+        events.close()
         reporter.finish()
         assert result is not None
         save_model(result.model, output)
@@ -942,14 +923,14 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter.message(f'done in {result.seconds:.1f} s{text}; wrote {output}')
         return EXIT_OK
     except KeyboardInterrupt:
-        events.close()  # type: ignore[attr-defined]
+        events.close()
         reporter.finish()
         progress = None if pending is None else pending.progress
         reporter.emit('interrupted', progress=progress, goal=epochs, output=None)
         reporter.message('interrupted; training did not finish, no model was saved.', always=True)
         return EXIT_INTERRUPTED
     finally:
-        events.close()  # type: ignore[attr-defined]
+        events.close()
 
 
 # ----------------------------------------------------------------------------------- main

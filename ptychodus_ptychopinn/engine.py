@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from .config import ExecutionConfig, PinnConfig
-from .data.scaling import network_input
 from .device import release_memory, resolve_device
 from .errors import InputError
 from .factory import Payload
@@ -138,7 +137,7 @@ def reconstruct(
         config = replace(config, model=model.config.model)
     n_fit = config.train.epochs if fit_epochs is None else fit_epochs
     n_refine = config.train.refine_epochs if refine_epochs is None else refine_epochs
-    goal = n_fit + n_refine + 1
+    goal = progress_goal(config, fit_epochs=n_fit, refine_epochs=n_refine)
     execution = payload.config.execution
     with execution_context(execution) as device:
         run = _Run(payload, config, model, device)
@@ -242,11 +241,10 @@ class _Run:
         counts[..., ~self.payload.good] = 0.0
         return torch.from_numpy(counts).to(device=self.device, dtype=self.real)
 
-    def _inputs(self, indices: np.ndarray, scale: float) -> torch.Tensor:
-        counts = self.payload.counts[indices.reshape(-1)]
-        amplitudes = network_input(counts, self.payload.good, scale)
-        amplitudes = amplitudes.reshape(*indices.shape, *amplitudes.shape[-2:])
-        return torch.from_numpy(amplitudes).to(device=self.device, dtype=self.real)
+    @staticmethod
+    def _network_input(measured: torch.Tensor, scale: float) -> torch.Tensor:
+        """``scale * sqrt(I)``; bad pixels are already zero in ``measured`` (no invented data)."""
+        return torch.sqrt(measured) * scale
 
     def _offsets(self, groups: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(
@@ -283,7 +281,7 @@ class _Run:
         return TrainedModel(
             config=self.config,
             state=state,
-            input_scale=float(self.pinn.input_scale),
+            input_scale=self.pinn.input_scale_value,
             intensity_scale=float(self.pinn.scale.detach()),
         )
 
@@ -293,7 +291,7 @@ class _Run:
         goal: int,
         subset: np.ndarray | None = None,
         validation: np.ndarray | None = None,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         pinn = self.pinn
         assert pinn is not None
         train = self.config.train
@@ -310,7 +308,7 @@ class _Run:
             param_groups.append({'params': [pinn.probe], 'lr': train.probe_learning_rate})
         optimizer = torch.optim.Adam(param_groups)
         scheduler = _scheduler(optimizer, train.schedule, epochs * num_batches)
-        in_scale = float(pinn.input_scale)
+        in_scale = pinn.input_scale_value
         for epoch in range(epochs):
             start = time.perf_counter()
             order = subset[self.rng.permutation(count)]
@@ -319,8 +317,8 @@ class _Run:
             for b in range(num_batches):
                 groups = order[b * batch : (b + 1) * batch]
                 members = self.payload.groups.members[groups]
-                inputs = self._inputs(members, in_scale)
                 measured = self._measured(members)
+                inputs = self._network_input(measured, in_scale)
                 predicted, patches = pinn(inputs, self._offsets(groups))
                 loss = self.loss_fn(predicted, measured, self.good)
                 optimizer.zero_grad(set_to_none=True)
@@ -371,11 +369,10 @@ class _Run:
             for b in range(0, len(groups), batch):
                 chosen = groups[b : b + batch]
                 members = self.payload.groups.members[chosen]
-                inputs = self._inputs(members, float(pinn.input_scale))
+                measured = self._measured(members)
+                inputs = self._network_input(measured, pinn.input_scale_value)
                 predicted, _ = pinn(inputs, self._offsets(chosen))
-                total += float(self.loss_fn(predicted, self._measured(members), self.good)) * len(
-                    chosen
-                )
+                total += float(self.loss_fn(predicted, measured, self.good)) * len(chosen)
         pinn.train()
         return total / max(len(groups), 1)
 
@@ -419,11 +416,11 @@ class _Run:
             for start in range(0, self.payload.num_patterns, batch):
                 groups = np.arange(start, min(start + batch, self.payload.num_patterns))
                 members = self.payload.groups.members[groups]
-                inputs = self._inputs(members, float(pinn.input_scale))
+                inputs = self._network_input(self._measured(members), pinn.input_scale_value)
                 out.append(pinn.patches(inputs, self._offsets(groups), 1)[:, 0].cpu().numpy())
         return np.concatenate(out)
 
-    def _infer_and_stitch(self) -> Iterator[Event]:
+    def _infer_and_stitch(self) -> Generator[Event, None, np.ndarray]:
         """One no-grad pass over every scan point; returns the stitched object (H, W)."""
         pinn = self.pinn
         assert pinn is not None
@@ -431,19 +428,22 @@ class _Run:
         count = self.payload.num_patterns
         num_batches = math.ceil(count / batch)
         stitcher = self._stitcher()
-        in_scale = float(pinn.input_scale)
+        in_scale = pinn.input_scale_value
         pinn.eval()
         with torch.no_grad():
             for b in range(num_batches):
                 groups = np.arange(b * batch, min((b + 1) * batch, count))
                 members = self.payload.groups.members[groups]
-                patches = pinn.patches(self._inputs(members, in_scale), self._offsets(groups), 1)
+                inputs = self._network_input(self._measured(members), in_scale)
+                patches = pinn.patches(inputs, self._offsets(groups), 1)
                 stitcher.add(patches[:, 0], self._positions(groups))
                 yield BatchEvent('infer', 0, b, num_batches, float('nan'))
         pinn.train()
         return stitcher.result(self.payload.object_init)
 
-    def _refine(self, initial: np.ndarray, epochs: int, goal: int) -> Iterator[Event]:
+    def _refine(
+        self, initial: np.ndarray, epochs: int, goal: int
+    ) -> Generator[Event, None, tuple[np.ndarray, np.ndarray]]:
         """Direct optimisation of the object (and probe) from the network's answer."""
         pinn = self.pinn
         assert pinn is not None

@@ -20,10 +20,3 @@ def input_scale(counts: np.ndarray, good: np.ndarray, chunk: int = 1024) -> floa
     if not mean > 0.0:
         raise ValueError('the good pixels hold no counts')
     return float(1.0 / np.sqrt(mean))
-
-
-def network_input(counts: np.ndarray, good: np.ndarray, scale: float) -> np.ndarray:
-    """``scale * sqrt(I)`` as float32 with bad pixels set to zero (no invented data)."""
-    amplitudes = np.sqrt(np.asarray(counts, dtype=np.float32).clip(min=0.0)) * np.float32(scale)
-    amplitudes[..., ~good] = 0.0
-    return amplitudes

@@ -65,11 +65,13 @@ class CnnGenerator(nn.Module):
         self.amp_max = config.amp_max
         # Start from a flat, unit-amplitude object: sigmoid(b) * amp_max = 1.
         p = 1.0 / config.amp_max
+        amplitude_bias, phase_bias = self.amplitude.head.bias, self.phase.head.bias
+        assert amplitude_bias is not None and phase_bias is not None
         with torch.no_grad():
-            self.amplitude.head.bias.fill_(math.log(p / (1.0 - p)) if p < 1.0 else 4.0)
+            amplitude_bias.fill_(math.log(p / (1.0 - p)) if p < 1.0 else 4.0)
             self.amplitude.head.weight.mul_(0.1)
             self.phase.head.weight.mul_(0.1)
-            self.phase.head.bias.zero_()
+            phase_bias.zero_()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(x)

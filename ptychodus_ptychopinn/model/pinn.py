@@ -41,6 +41,10 @@ class Pinn(nn.Module):
         return torch.view_as_complex(self.probe)
 
     @property
+    def input_scale_value(self) -> float:
+        return float(self.get_buffer('input_scale'))
+
+    @property
     def scale(self) -> torch.Tensor:
         return torch.exp(self.log_scale)
 

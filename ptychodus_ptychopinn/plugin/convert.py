@@ -23,6 +23,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -33,7 +34,7 @@ from ptychodus.api.product import LossValue, Product
 from ptychodus.api.reconstruct import ReconstructInput
 
 from ..errors import InputError
-from ..factory import Payload
+from ..factory import Payload, build_payload
 from ..physics.losses import EPS
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,17 @@ class ScanArrays:
     probe_modes: np.ndarray
     positions: np.ndarray
     object_init: np.ndarray
+
+    def payload(self, **kwargs: Any) -> Payload:
+        """``factory.build_payload`` on these arrays (``preset``/``overrides`` or ``config``)."""
+        return build_payload(
+            self.counts,
+            self.bad_pixels,
+            self.probe_modes,
+            self.positions,
+            self.object_init,
+            **kwargs,
+        )
 
 
 def scan_arrays(parameters: ReconstructInput) -> ScanArrays:

@@ -14,7 +14,7 @@ run as failed (batch mode exits with a failure code).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from ..engine import (
     TrainedModel,
 )
 from ..errors import InputError, ModelFileError, PinnError
-from ..factory import Payload, build_payload
+from ..factory import Payload
 from . import LOGGER_NAME
 from .convert import (
     LossScale,
@@ -100,15 +100,7 @@ class _PinnReconstructor:
         with named_errors():
             preset, overrides = self._settings.request(architecture)
             resolve_device(overrides['device'])  # a missing device fails before any work
-            return build_payload(
-                arrays.counts,
-                arrays.bad_pixels,
-                arrays.probe_modes,
-                arrays.positions,
-                arrays.object_init,
-                preset=preset,
-                overrides=overrides,
-            )
+            return arrays.payload(preset=preset, overrides=overrides)
 
     def _run(
         self,
@@ -119,7 +111,7 @@ class _PinnReconstructor:
         refine_epochs: int | None = None,
     ) -> Iterator[ReconstructOutput]:
         """Drive one engine run, yielding a product per epoch; closing it stops the run."""
-        events: Iterator[Event] | None = None
+        events: Generator[Event, None, None] | None = None
         progress = 0
         try:
             payload = self._payload(scan_arrays(parameters), model)
@@ -157,7 +149,7 @@ class _PinnReconstructor:
             raise
         finally:
             if events is not None:
-                events.close()  # type: ignore[attr-defined]
+                events.close()
             self._goal = None
 
 
@@ -351,7 +343,7 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
         EpochEvent has it); the last output carries both histories. Values are the engine's raw
         mean loss (ptychodus does not plot training losses).
         """
-        events: Iterator[Event] | None = None
+        events: Generator[Event, None, None] | None = None
         try:
             source, arrays = training_arrays(Path(input_path))
             payload = self._payload(arrays, None)
@@ -374,9 +366,8 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
             for event in events:
                 if isinstance(event, EpochEvent):
                     training.append(LossValue(event.progress, event.loss))
-                    held_out = getattr(event, 'validation_loss', None)  # newer engines
-                    if held_out is not None:
-                        validation.append(LossValue(event.progress, held_out))
+                    if event.validation_loss is not None:
+                        validation.append(LossValue(event.progress, event.validation_loss))
                     logger.info('train epoch %d/%d: loss %.6g', event.epoch + 1, epochs, event.loss)
                     yield TrainOutput(
                         training_loss=list(training),
@@ -403,7 +394,7 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
             raise
         finally:
             if events is not None:
-                events.close()  # type: ignore[attr-defined]
+                events.close()
             self._goal = None
 
 

@@ -393,16 +393,15 @@ def simulate_scan(
     probe_photon_count = float(photons_per_pattern / numpy.mean(unit_totals))
     expected = unit_patterns * probe_photon_count
 
+    patterns: numpy.ndarray
     if noise:
         # the same draw generate_diffraction_data(..., rng) makes, on the rescaled patterns
         patterns = noise_rng.poisson(expected)
-        if counts_dtype == 'auto':
-            counts_dtype = numpy.uint16 if patterns.max() <= _UINT16_MAX else numpy.uint32
+        auto_dtype = 'uint16' if patterns.max() <= _UINT16_MAX else 'uint32'
     else:
         patterns = expected
-        if counts_dtype == 'auto':
-            counts_dtype = numpy.float64
-    dtype = numpy.dtype(counts_dtype)
+        auto_dtype = 'float64'
+    dtype = numpy.dtype(auto_dtype if counts_dtype == 'auto' else counts_dtype)
     if numpy.issubdtype(dtype, numpy.integer) and patterns.max() > numpy.iinfo(dtype).max:
         raise ValueError(f'counts exceed {dtype}; choose a wider counts_dtype')
     patterns = patterns.astype(dtype)
