@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from .config import PinnConfig
 from .engine import TrainedModel
 from .errors import ConfigError, ModelFileError
+from .files import atomic_path
 from .model.generators import build_generator
 
 FORMAT = 'ptychodus-ptychopinn-model'
@@ -45,15 +45,8 @@ def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> Path:
         'extra': json.dumps(dict(model.metadata)),
     }
     tensors = {k: v.detach().to('cpu').contiguous() for k, v in model.state.items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name beside the target (not mkstemp: that would make the file owner-only).
-    tmp = target.with_name(f'.{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part')
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return target
 
 

@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -38,6 +37,7 @@ from .config import (
     resolve_config,
 )
 from .errors import InputError, PinnError
+from .files import check_writable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -533,24 +533,6 @@ def _io(parser: argparse.ArgumentParser, *, model_required: bool) -> None:
 # ---------------------------------------------------------------------------- preparation
 
 
-def _check_writable(path: Path, what: str) -> Path:
-    """Fail before any heavy work when ``path`` cannot be written."""
-    if path.is_dir():
-        raise InputError(f'the {what} {path} is a directory; give a file name.')
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.check', dir=parent)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InputError(
-            f'cannot write the {what} {path} ({reason}); choose a path in a writable directory.'
-        ) from exc
-    return path
-
-
 def _validate(args: argparse.Namespace, overrides: Mapping[str, Any]) -> ResolvedConfig:
     """Config and device, checked before any file is read."""
     if overrides.get('deterministic'):
@@ -658,10 +640,10 @@ def _reconstruct_like(args: argparse.Namespace, reporter: Reporter, command: str
     from .plugin.layout import check_layout
 
     check_layout(args.input)
-    output = _check_writable(Path(args.output), 'output')
+    output = check_writable(Path(args.output), 'output')
     preview = _preview_path(args, output)
     if preview is not None:
-        _check_writable(preview, 'preview')
+        check_writable(preview, 'preview')
         from .preview import INSTALL_HINT, preview_available
 
         if not preview_available():
@@ -671,7 +653,7 @@ def _reconstruct_like(args: argparse.Namespace, reporter: Reporter, command: str
                 always=True,
             )
             preview = None
-    save_model = _check_writable(Path(args.save_model), 'model file') if args.save_model else None
+    save_model = check_writable(Path(args.save_model), 'model file') if args.save_model else None
 
     model = _load_model(args.model) if args.model else None
     if model is not None:
@@ -853,7 +835,7 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
             f'the training input {args.input} does not exist; pass a training-data file '
             'exported by ptychodus, a directory holding one, or a layout directory.'
         )
-    output = _check_writable(Path(args.output), 'model file')
+    output = check_writable(Path(args.output), 'model file')
     if output.suffix != MODEL_SUFFIX:
         reporter.message(
             f'note: ptychodus lists model files ending in {MODEL_SUFFIX}; writing {output}.'

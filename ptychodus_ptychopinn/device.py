@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from .errors import DeviceError
+
+_DEVICE_NAME = re.compile(r'cpu|cuda:\d+|mps')
 
 
 def available_devices() -> list[str]:
@@ -46,12 +50,23 @@ def resolve_device(name: str) -> torch.device:
     if text == 'cuda':
         text = 'cuda:0'
     devices = available_devices()
-    if text not in devices:
+    listing = (
+        'choose one of: auto, ' + ', '.join(devices) + ' (run `ptychodus-ptychopinn devices` to '
+        'list them; in ptychodus the setting is [PINN] Device).'
+    )
+    if not _DEVICE_NAME.fullmatch(text):
         raise DeviceError(
-            f'device {name!r} is not available here; choose one of: auto, '
-            + ', '.join(devices)
-            + ' (run `ptychodus-ptychopinn devices` to list them).'
+            f'{name!r} is not a device name (auto, cpu, cuda, cuda:N or mps) and is not '
+            f'available here; {listing}'
         )
+    if text not in devices:
+        reason = ''
+        if text.startswith('cuda') and not torch.cuda.is_available():
+            if torch.version.cuda is None:
+                reason = f' (torch {torch.__version__} is built without CUDA; install a CUDA build)'
+            else:
+                reason = ' (torch sees no CUDA GPU; check the driver and CUDA_VISIBLE_DEVICES)'
+        raise DeviceError(f'device {name!r} is not available here{reason}; {listing}')
     return torch.device(text)
 
 

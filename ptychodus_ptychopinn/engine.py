@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import traceback
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Union
@@ -143,6 +144,9 @@ def reconstruct(
         run = _Run(payload, config, model, device)
         try:
             yield from run.execute(n_fit, n_refine, goal)
+        except BaseException as exc:
+            _drop_frame_locals(exc)
+            raise
         finally:
             run.close()
 
@@ -162,8 +166,22 @@ def train(
         run = _Run(payload, config, model, device)
         try:
             yield from run.train_only(config.train.epochs, validation_fraction)
+        except BaseException as exc:
+            _drop_frame_locals(exc)
+            raise
         finally:
             run.close()
+
+
+def _drop_frame_locals(exc: BaseException) -> None:
+    """Forget the locals of the finished frames in ``exc``'s traceback.
+
+    A raised error keeps its traceback's frames, and with them the network, optimiser state
+    and batch tensors, alive for as long as anyone holds the error: ptychodus keeps the last
+    one until the next run, so a failed run would pin the model (and accelerator memory)
+    in a GUI session. File and line information, which is what gets logged, stays.
+    """
+    traceback.clear_frames(exc.__traceback__)
 
 
 def infer(payload: Payload, model: TrainedModel) -> Generator[Event, None, None]:

@@ -97,17 +97,21 @@ def test_a_pickle_exploit_runs_nothing(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(st.data())
-def test_fuzzed_files_raise_only_model_file_error(tmp_path: Path, data: st.DataObject) -> None:
+def _header_length(raw: bytes) -> int:
+    return 8 + struct.unpack('<Q', raw[:8])[0]
+
+
+def _fuzz_once(tmp_path: Path, data: st.DataObject) -> None:
+    """Overwrite a few bytes (often inside the JSON header, where a parser is most exposed),
+    maybe truncate, and load: only ModelFileError may come out."""
     original = tmp_path / 'base.safetensors'
     if not original.exists():
         save_model(_model(), original)
     raw = bytearray(original.read_bytes())
+    header_end = _header_length(bytes(raw))
     for _ in range(data.draw(st.integers(1, 8))):
-        index = data.draw(st.integers(0, len(raw) - 1))
+        end = header_end if data.draw(st.booleans()) else len(raw)
+        index = data.draw(st.integers(0, end - 1))
         raw[index] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(raw)))
     target = tmp_path / 'fuzz.safetensors'
@@ -116,3 +120,66 @@ def test_fuzzed_files_raise_only_model_file_error(tmp_path: Path, data: st.DataO
         load_model(target)
     except ModelFileError:
         pass
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_fuzzed_files_raise_only_model_file_error(tmp_path: Path, data: st.DataObject) -> None:
+    _fuzz_once(tmp_path, data)
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_fuzzed_files_raise_only_model_file_error_long(tmp_path: Path, data: st.DataObject) -> None:
+    """The same fuzz, 5000 files (about 30 s): run with ``-m slow``."""
+    _fuzz_once(tmp_path, data)
+
+
+@pytest.mark.parametrize('dtype', [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_wrong_dtypes_are_rejected(tmp_path: Path, dtype: torch.dtype) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_model(), tmp_path / 'm.safetensors')
+    with safe_open(str(path), framework='pt') as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    name = next(iter(tensors))
+    tensors[name] = torch.ones_like(tensors[name]).to(dtype)
+    save_file(tensors, str(tmp_path / 'dtype.safetensors'), metadata=metadata)
+    with pytest.raises(ModelFileError, match=f'tensor {name} is .*expected float'):
+        load_model(tmp_path / 'dtype.safetensors')
+
+
+def test_other_float_dtypes_load_as_float32(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_model(), tmp_path / 'm.safetensors')
+    with safe_open(str(path), framework='pt') as handle:
+        metadata = handle.metadata()
+    tensors = {k: v.to(torch.float64) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(tmp_path / 'f64.safetensors'), metadata=metadata)
+    loaded = load_model(tmp_path / 'f64.safetensors')
+    assert all(t.dtype == torch.float32 for t in loaded.state.values())
+
+
+def test_a_header_declaring_enormous_tensors_is_refused(tmp_path: Path) -> None:
+    """A small file whose header claims exabytes of weights: refused without allocating."""
+    import json
+
+    path = save_model(_model(), tmp_path / 'm.safetensors')
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : _header_length(raw)])
+    name = next(k for k in header if k != '__metadata__')
+    header[name] = {'dtype': 'F32', 'shape': [2**31, 2**31], 'data_offsets': [0, 2**64 - 1]}
+    text = json.dumps(header).encode()
+    hostile = tmp_path / 'huge_tensor.safetensors'
+    hostile.write_bytes(struct.pack('<Q', len(text)) + text + raw[_header_length(raw) :])
+    with pytest.raises(ModelFileError, match='not a readable PINN model file'):
+        load_model(hostile)

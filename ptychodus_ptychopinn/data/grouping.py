@@ -14,6 +14,8 @@ from scipy.spatial import cKDTree
 
 from ..errors import InputError
 
+GRIDSIZE_HINT = '[PINN] Gridsize = 1 in ptychodus, --gridsize 1 on the command line'
+
 
 @dataclass(frozen=True)
 class Groups:
@@ -40,7 +42,8 @@ def group_neighbours(positions: np.ndarray, gridsize: int, n: int) -> Groups:
     if count < channels:
         raise InputError(
             f'gridsize {gridsize} groups each scan point with {channels - 1} neighbours, but the '
-            f'scan has only {count} points; use gridsize 1 or a longer scan.'
+            f'scan has only {count} points. Reconstruct a longer scan, or set gridsize 1 '
+            f'({GRIDSIZE_HINT}; the overlap constraint is then off and the result is poorer).'
         )
     tree = cKDTree(positions)
     distances, members = tree.query(positions, k=channels)
@@ -52,9 +55,10 @@ def group_neighbours(positions: np.ndarray, gridsize: int, n: int) -> Groups:
     farthest = float(np.max(distances))
     if farthest >= n:
         raise InputError(
-            f'some scan points have no neighbour within one pattern width ({n} px; the farthest '
-            f'of {channels - 1} neighbours is {farthest:.1f} px away), so gridsize {gridsize} '
-            'cannot tie patches together; use gridsize 1 or a denser scan.'
+            f'some scan points have fewer than {channels - 1} neighbours within one pattern '
+            f'width ({n} px; the farthest is {farthest:.1f} px away), so gridsize {gridsize} '
+            'cannot tie their patches together. Check the position units, use a denser scan, '
+            f'or set gridsize 1 ({GRIDSIZE_HINT}).'
         )
     group_positions = positions[members]
     offsets = group_positions - group_positions.mean(axis=1, keepdims=True)

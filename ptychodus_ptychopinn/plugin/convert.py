@@ -34,7 +34,7 @@ from ptychodus.api.product import LossValue, Product
 from ptychodus.api.reconstruct import ReconstructInput
 
 from ..errors import InputError
-from ..factory import Payload, build_payload
+from ..factory import Payload, build_payload, single_layer_error
 from ..physics.losses import EPS
 
 logger = logging.getLogger(__name__)
@@ -71,11 +71,7 @@ def scan_arrays(parameters: ReconstructInput) -> ScanArrays:
     product = parameters.product
     obj = product.object_
     if obj.num_layers != 1:
-        raise InputError(
-            f'the object has {obj.num_layers} layers; PINN reconstructs a single-layer '
-            '(thin) object. Set the number of object layers to 1 in ptychodus (Object > '
-            'layers) before reconstructing.'
-        )
+        raise single_layer_error(f'{obj.num_layers} layers')
     geometry = obj.get_geometry()
     x = geometry.map_probe_positions_to_object_x_px(product.probe_positions)
     y = geometry.map_probe_positions_to_object_y_px(product.probe_positions)

@@ -11,9 +11,7 @@ atomically (temporary name, then rename): an interrupted run never leaves a trun
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from ptychodus.api.reconstruct import ReconstructInput, prepare_reconstruct_inpu
 
 from ..errors import InputError
 from ..factory import Payload
+from ..files import atomic_path
 from .convert import (
     LossScale,
     ProductBuilder,
@@ -81,6 +80,11 @@ def load_layout(directory: str | os.PathLike[str]) -> LayoutScan:
             f'cannot read {diffraction_path} as ptychodus diffraction data ({exc}); save it '
             'from ptychodus (File > Save Diffraction Data) or regenerate it.'
         ) from exc
+    if len(diffraction.get_indexes()) == 0:
+        raise InputError(
+            f'the scan is empty: {diffraction_path} holds no diffraction patterns. Save the '
+            "scan's diffraction data from ptychodus again (or point --input at the right scan)."
+        )
     try:
         product = load_product(product_path)
     except (OSError, KeyError, ValueError) as exc:
@@ -181,21 +185,6 @@ class ProductWriter:
         with atomic_path(target) as tmp:
             save_product(tmp, product)
         return target
-
-
-@contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """A temporary sibling of ``target`` that replaces it on success and vanishes otherwise
-    (also on Ctrl-C), so readers only ever see a complete file."""
-    final = Path(target)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name rather than mkstemp, so the file gets the user's usual permissions
-    tmp = final.with_name(f'.{final.name}.{uuid.uuid4().hex[:12]}.part')
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_product_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -46,6 +46,7 @@ from ..engine import (
 )
 from ..errors import InputError, ModelFileError, PinnError
 from ..factory import Payload
+from ..files import check_writable
 from . import LOGGER_NAME
 from .convert import (
     LossScale,
@@ -319,7 +320,15 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
             message = 'there is no model to save; load or train one first.'
             logger.error('Cannot save the model: %s', message)
             raise InputError(message)
-        path = checkpoint.save_model(model, file_path)
+        try:
+            path = checkpoint.save_model(model, file_path)
+        except OSError as exc:
+            message = (
+                f'cannot save the model to {file_path} ({exc.strerror or exc}); choose a file in '
+                'a writable directory.'
+            )
+            logger.error('Cannot save the model: %s', message)
+            raise InputError(message) from exc
         logger.info('Saved model to %s.', path)
 
     # -- training ----------------------------------------------------------------------------
@@ -345,6 +354,8 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
         """
         events: Generator[Event, None, None] | None = None
         try:
+            target = _model_path(Path(output_path))
+            check_writable(target, 'model file')  # before training, not after hours of it
             source, arrays = training_arrays(Path(input_path))
             payload = self._payload(arrays, None)
             epochs = payload.config.pinn.train.epochs
@@ -377,9 +388,16 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
                 elif isinstance(event, ResultEvent):
                     result = event
             assert result is not None
-            target = _model_path(Path(output_path))
-            checkpoint.save_model(result.model, target)
-            self._slot.model = result.model
+            self._slot.model = result.model  # loaded even if saving fails: Save Model... works
+            self._slot.source = 'training (not saved)'
+            try:
+                checkpoint.save_model(result.model, target)
+            except OSError as exc:
+                raise InputError(
+                    f'training finished but the model could not be saved to {target} '
+                    f'({exc.strerror or exc}); it is loaded, so save it elsewhere with Save '
+                    'Model... before closing ptychodus.'
+                ) from exc
             self._slot.source = str(target)
             logger.info('Saved the trained model to %s; it is now loaded.', target)
             validation = [LossValue(p, v) for p, v in result.validation_losses]
