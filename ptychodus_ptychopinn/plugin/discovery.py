@@ -11,7 +11,8 @@ one line by the shim and ptychodus starts without us.
 The GUI side (a settings panel) must patch ``ptychodus.controller.core``, which imports
 PyQt5; :func:`install` therefore only adds a lazy ``sys.meta_path`` hook that runs the
 callbacks given to :func:`add_controller_extension` once ptychodus itself imports that
-module. Nothing here imports Qt.
+module; it registers :func:`.gui.extend_controller` (our panel, docs/gui.md) that way.
+Nothing here imports Qt.
 
 Editable installs do not put files into ptychodus's folder. For them::
 
@@ -87,7 +88,10 @@ def install() -> None:
     if not getattr(base, '_pinn_wrapped', False):
         wrapped = _wrap_processing_core(base, PinnReconstructorLibrary)
         core.ProcessingCore = wrapped  # type: ignore[misc, assignment]
-    install_controller_hook()
+    # The GUI settings panel: Qt-free until ptychodus imports its controller (GUI start).
+    from .gui import extend_controller
+
+    add_controller_extension(extend_controller)
 
 
 def _wrap_processing_core(base: type, library_class: type) -> type:
