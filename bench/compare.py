@@ -250,8 +250,8 @@ def _run_method(
         hint = ''
         if method != 'lsqml' and 'SelfSupervised:' not in log:
             hint = (
-                '\nOur plugin was not discovered in that environment: run '
-                f'`{args.python} -m ptychodus_ptychopinn.plugin.discovery --install-dev`.'
+                '\nOur plugin was not discovered in that environment: reinstall the package '
+                f'there (`{args.python} -m pip install -e .`).'
             )
         raise RuntimeError(
             f'{method}: expected product.{steps[0]:06d}.h5 .. product.{steps[-1]:06d}.h5 '

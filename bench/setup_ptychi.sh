@@ -33,10 +33,6 @@ PY="$VENV/bin/python"
 "$PY" -m pip install 'ptychi==2.1.*' "$TORCH" "$TORCHVISION"
 "$PY" -m pip install -e "$ROOT" 'ptychodus>=1.7,<1.8' "$TORCH" "$TORCHVISION"
 
-# Our plugin is discovered by `ptychodus -b ...` only through the plugin shim; an editable
-# install needs the developer hook (docs/ptychodus.md, "Developers").
-"$PY" -m ptychodus_ptychopinn.plugin.discovery --install-dev
-
 # Checks: pty-chi imports (with torchvision), LSQML and our keys are listed by headless ptychodus.
 "$PY" - <<'EOF'
 import torch, torchvision, ptychi  # noqa: F401

@@ -20,16 +20,8 @@ from ptychodus_ptychopinn.plugin.simulation import (  # noqa: E402
     simulate_scan,
 )
 
-# ptychodus's own entry point, after making it see the shim the way the dev .pth does
-# (an installed wheel puts the shim straight into ptychodus/plugins/).
-BOOTSTRAP = """
-import sys
-from ptychodus_ptychopinn.plugin.discovery import activate_dev_overlay
-activate_dev_overlay()
-from ptychodus.__main__ import main
-sys.argv = ['ptychodus', *sys.argv[1:]]
-sys.exit(main())
-"""
+# ptychodus's own entry point, as installed: the install put our shim into ptychodus/plugins/.
+PTYCHODUS = [sys.executable, '-m', 'ptychodus']
 
 EPOCHS = 3
 SETTINGS = f"""[Processing]
@@ -47,7 +39,7 @@ def test_batch_reconstruct_with_the_fast_preset(tmp_path: Path) -> None:
     scan = simulate_scan(pattern_size=32, num_positions=100, photons_per_pattern=1e5, seed=1)
     layout = save_layout(tmp_path / 'in', scan, settings_text=SETTINGS)
     out = tmp_path / 'out'
-    command = [sys.executable, '-c', BOOTSTRAP, '-b', 'reconstruct', '-i', str(layout)]
+    command = [*PTYCHODUS, '-b', 'reconstruct', '-i', str(layout)]
     done = subprocess.run([*command, '-o', str(out)], capture_output=True, text=True, timeout=300)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]

@@ -1,11 +1,11 @@
-"""Discovery: the wheel ships the shim, the dev .pth works, and a broken PINN never stops
-ptychodus from starting (subprocesses, so each test sees a fresh interpreter)."""
+"""Discovery: wheels (regular and editable) ship the shim, this environment lists the PINN
+reconstructors, and a broken PINN never stops ptychodus from starting (subprocesses, so each
+test sees a fresh interpreter)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -42,50 +42,41 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_wheel_ships_the_shim(tmp_path: Path) -> None:
-    # build from a copy: setuptools leaves build/ and *.egg-info in the source tree
-    source = tmp_path / 'src'
-    ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.egg-info')
-    for name in ('ptychodus_ptychopinn', 'ptychodus_plugins_shim'):
-        shutil.copytree(ROOT / name, source / name, ignore=ignore)
-    for name in ('pyproject.toml', 'README.md'):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, source / name)
-    done = subprocess.run(
-        [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q']
-        + [str(source), '-w', str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    (wheel,) = tmp_path.glob('ptychodus_ptychopinn-*.whl')
-    with zipfile.ZipFile(wheel) as archive:
+def _build(tmp_path: Path, kind: str) -> Path:
+    """Build a wheel of ``kind`` ('standard' or 'editable') with hatchling, as pip would."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    out = tmp_path / kind
+    (wheel,) = WheelBuilder(str(ROOT)).build(directory=str(out), versions=[kind])
+    return Path(wheel)
+
+
+@pytest.mark.parametrize('kind', ['standard', 'editable'])
+def test_wheel_ships_the_shim(tmp_path: Path, kind: str) -> None:
+    pytest.importorskip('hatchling')
+    with zipfile.ZipFile(_build(tmp_path, kind)) as archive:
         names = archive.namelist()
         shipped = archive.read('ptychodus/plugins/ptychodus_ptychopinn_plugin.py')
     assert shipped == SHIM.read_bytes()
-    assert 'ptychodus_ptychopinn/plugin/discovery.py' in names
+    if kind == 'standard':
+        assert 'ptychodus_ptychopinn/plugin/discovery.py' in names
     # only our module goes into ptychodus's folder: no __init__.py, nothing else
     assert [n for n in names if n.startswith('ptychodus/')] == [
         'ptychodus/plugins/ptychodus_ptychopinn_plugin.py'
     ]
 
 
-def test_dev_pth_makes_ptychodus_list_pinn_without_qt(tmp_path: Path) -> None:
-    pth = discovery.install_dev(tmp_path)
-    assert pth.name == discovery.DEV_PTH_NAME
-    code = (
-        'import site, sys\n'
-        '# forget a dev hook this environment may already have, then add ours\n'
-        "sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != '_PinnDevOverlay']\n"
-        f'site.addsitedir({str(tmp_path)!r})\n'
-        "assert 'ptychodus_ptychopinn' not in sys.modules\n" + LIST_KEYS
-    )
-    done = _python(code)
+def test_this_environment_lists_pinn_without_qt() -> None:
+    """The README's install (editable) is discovered by plain ptychodus, with no extra step."""
+    import ptychodus
+
+    installed = Path(ptychodus.__file__).parent / 'plugins' / SHIM.name
+    assert installed.is_file(), f'{installed} is missing: reinstall with pip install -e .'
+    assert installed.read_bytes() == SHIM.read_bytes(), 'stale shim: rerun pip install -e .'
+    done = _python(LIST_KEYS)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'pinn_selfsupervised', 'pinn_pretrained'" in done.stdout
     assert 'QT []' in done.stdout  # headless use never imports Qt
-    assert discovery.uninstall_dev(tmp_path) == pth and not pth.exists()
 
 
 @pytest.mark.parametrize(
@@ -110,9 +101,7 @@ def test_dev_pth_makes_ptychodus_list_pinn_without_qt(tmp_path: Path) -> None:
 )
 def test_broken_pinn_never_stops_ptychodus(breakage: str, reason: str) -> None:
     code = (
-        'import sys\n'
-        'from ptychodus_ptychopinn.plugin.discovery import activate_dev_overlay\n'
-        'activate_dev_overlay()\n' + breakage + LIST_KEYS
+        'import sys\n' + breakage + LIST_KEYS
     )
     done = _python(code)
     output = done.stdout + done.stderr
