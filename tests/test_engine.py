@@ -117,22 +117,35 @@ def test_same_seed_and_deterministic_give_identical_objects(scan) -> None:
     assert not torch.are_deterministic_algorithms_enabled()  # global state restored
 
 
-def test_closing_the_generator_stops_within_a_batch_and_frees_the_model(scan) -> None:
-    payload = _payload(scan, epochs=50, batch_size=4)
-    events = reconstruct(payload)
+def test_closing_the_generator_stops_within_a_batch_and_frees_the_model(
+    scan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ptychodus_ptychopinn.engine import context
+
+    created: list[weakref.ref] = []
+    steps = [0]
+
+    class TrackedPinn(context.Pinn):  # type: ignore[misc, name-defined]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(weakref.ref(self))
+
+        def forward(self, *args, **kwargs):
+            steps[0] += 1
+            return super().forward(*args, **kwargs)
+
+    monkeypatch.setattr(context, 'Pinn', TrackedPinn)
+    events = reconstruct(_payload(scan, epochs=50, batch_size=4))
     batches = 0
     for event in events:
         if isinstance(event, BatchEvent):
             batches += 1
             if batches == 3:
-                frame = events.gi_frame
-                run = frame.f_locals['run']
-                module = weakref.ref(run.pinn)
                 break
     events.close()
-    del run, frame
+    assert steps[0] == 3  # nothing ran after the last batch the caller saw
     gc.collect()
-    assert module() is None
+    assert len(created) == 1 and created[0]() is None
 
 
 def test_inference_with_a_trained_model_matches_its_stitched_object(scan) -> None:

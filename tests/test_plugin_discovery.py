@@ -100,9 +100,7 @@ def test_this_environment_lists_pinn_without_qt() -> None:
     ids=['install-raises', 'torch-missing'],
 )
 def test_broken_pinn_never_stops_ptychodus(breakage: str, reason: str) -> None:
-    code = (
-        'import sys\n' + breakage + LIST_KEYS
-    )
+    code = 'import sys\n' + breakage + LIST_KEYS
     done = _python(code)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-2000:]

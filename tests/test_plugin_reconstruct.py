@@ -150,7 +150,7 @@ def test_close_stops_within_one_epoch_and_frees_the_model(
     created: list[weakref.ref[Any]] = []
     calls = [0]
 
-    class CountingPinn(engine.Pinn):  # type: ignore[misc, name-defined]
+    class CountingPinn(engine.context.Pinn):  # type: ignore[misc, name-defined]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             created.append(weakref.ref(self))
@@ -159,7 +159,7 @@ def test_close_stops_within_one_epoch_and_frees_the_model(
             calls[0] += 1
             return super().forward(*args, **kwargs)
 
-    monkeypatch.setattr(engine, 'Pinn', CountingPinn)
+    monkeypatch.setattr(engine.context, 'Pinn', CountingPinn)
     library.settings.parameter('Epochs').set_value(200)
     library.settings.parameter('BatchSize').set_value(16)
     run = library.self_supervised.reconstruct(_input(scan))

@@ -60,15 +60,8 @@ SETTINGS_NAMES = {spec.field: spec.name for spec in ENGINE_KEYS}
 SETTINGS_NAMES.update(preset='Preset', device='Device')
 ENTRIES = ('factory', 'api', 'cli', 'batch')
 OUR_ERRORS = ('InputError', 'ConfigError', 'DeviceError')
-# ptychodus's own entry point, seeing our shim as the dev .pth makes it (see test_plugin_batch)
-BOOTSTRAP = """
-import sys
-from ptychodus_ptychopinn.plugin.discovery import activate_dev_overlay
-activate_dev_overlay()
-from ptychodus.__main__ import main
-sys.argv = ['ptychodus', *sys.argv[1:]]
-sys.exit(main())
-"""
+# ptychodus's own entry point, as installed: the install put our shim into ptychodus/plugins/.
+PTYCHODUS = [sys.executable, '-m', 'ptychodus']
 
 
 # ------------------------------------------------------------------------------- the inputs
@@ -482,7 +475,7 @@ def batch_runs(
             continue
         layout = case.inputs().write_layout(root / case.id / 'in', settings_file=True)
         hashes = _file_hashes(layout)
-        command = [sys.executable, '-c', BOOTSTRAP, '-b', 'reconstruct', '-i', str(layout)]
+        command = [*PTYCHODUS, '-b', 'reconstruct', '-i', str(layout)]
         command += ['-o', str(root / case.id / 'out')]
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -553,12 +546,12 @@ def test_exception_mid_training_leaves_ptychodus_usable(
     layout = BASE.write_layout(tmp_path / 'in')
     created: list[weakref.ref[Any]] = []
 
-    class TrackedPinn(engine.Pinn):  # type: ignore[misc, name-defined]
+    class TrackedPinn(engine.context.Pinn):  # type: ignore[misc, name-defined]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             created.append(weakref.ref(self))
 
-    loss = engine.LOSS_FUNCTIONS['poisson']
+    loss = engine.context.LOSS_FUNCTIONS['poisson']
     calls = [0]
 
     def failing_loss(*args: Any, **kwargs: Any) -> Any:
@@ -567,7 +560,7 @@ def test_exception_mid_training_leaves_ptychodus_usable(
             raise RuntimeError('injected fault at batch 3')
         return loss(*args, **kwargs)
 
-    monkeypatch.setattr(engine, 'Pinn', TrackedPinn)
+    monkeypatch.setattr(engine.context, 'Pinn', TrackedPinn)
     threads = torch.get_num_threads()
     with ModelCore(log_level=logging.WARNING) as core:
         library = core.processing_core.pinn_library  # type: ignore[attr-defined]
@@ -577,7 +570,7 @@ def test_exception_mid_training_leaves_ptychodus_usable(
         diffraction = workflow.load_assembled_diffraction_data(layout / 'diffraction.h5')
         product = workflow.load_product(layout / 'product.h5', diffraction=diffraction)
         before = load_product(layout / 'product.h5')
-        monkeypatch.setitem(engine.LOSS_FUNCTIONS, 'poisson', failing_loss)
+        monkeypatch.setitem(engine.context.LOSS_FUNCTIONS, 'poisson', failing_loss)
         with pytest.raises(RuntimeError, match='injected fault'):
             product.reconstruct_local(algorithm='pinn_selfsupervised', block=True)
         assert calls[0] == 3
@@ -587,7 +580,7 @@ def test_exception_mid_training_leaves_ptychodus_usable(
         assert not torch.are_deterministic_algorithms_enabled()
         assert library.self_supervised.get_progress_goal() == 1 + 1 + 1  # idle, not stuck
 
-        monkeypatch.setitem(engine.LOSS_FUNCTIONS, 'poisson', loss)
+        monkeypatch.setitem(engine.context.LOSS_FUNCTIONS, 'poisson', loss)
         second = product.reconstruct_local(algorithm='pinn_selfsupervised', block=True)
         result = second.get_reconstruct_input().product  # the output product's final state
         assert len(result.losses) == 1 + 1  # fit + refine epochs

@@ -1,0 +1,34 @@
+"""The engine: fit, infer and reconstruct as generators of events (no ptychodus, no Qt).
+
+Modules: ``events`` (what a run reports, and the trained model), ``context`` (the state one run
+shares between stages), ``loop`` (the one batch/optimiser loop), one module per stage (``fit``,
+``infer``, ``refine``), and ``run`` (the entry points, re-exported here).
+"""
+
+from .context import execution_context
+from .events import (
+    BatchEvent,
+    EpochEvent,
+    Event,
+    LossHistory,
+    ResultEvent,
+    SnapshotEvent,
+    TrainedModel,
+)
+from .run import infer, network_patches, progress_goal, reconstruct, train
+
+__all__ = [
+    'BatchEvent',
+    'EpochEvent',
+    'Event',
+    'LossHistory',
+    'ResultEvent',
+    'SnapshotEvent',
+    'TrainedModel',
+    'execution_context',
+    'infer',
+    'network_patches',
+    'progress_goal',
+    'reconstruct',
+    'train',
+]

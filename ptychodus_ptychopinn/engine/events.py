@@ -1,0 +1,81 @@
+"""What a run tells its caller: one event type per kind of news, plus the trained model.
+
+A run is a generator of these. Consumers (the ptychodus adapter, the CLI, the studio) switch
+on the type; none of them needs to know how a stage works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import torch
+
+from ..config import PinnConfig
+
+LossHistory = tuple[tuple[int, float], ...]
+"""(progress, loss) pairs, one per epoch, in the order they happened."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A network ready to save or reuse: config, weights (on the CPU) and input scaling."""
+
+    config: PinnConfig
+    state: dict[str, torch.Tensor]
+    input_scale: float
+    intensity_scale: float
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """After every optimiser step (or inference batch: ``loss`` is NaN there)."""
+
+    stage: str
+    epoch: int
+    batch: int
+    num_batches: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """After every epoch; ``progress``/``goal`` drive progress bars."""
+
+    stage: str
+    epoch: int
+    num_epochs: int
+    loss: float
+    seconds: float
+    progress: int
+    goal: int
+    validation_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class SnapshotEvent:
+    """The current stitched object and probe (every ``snapshot_every`` epochs)."""
+
+    stage: str
+    progress: int
+    object: np.ndarray
+    probe: np.ndarray
+    losses: LossHistory
+
+
+@dataclass(frozen=True)
+class ResultEvent:
+    """The last event of a run that finished."""
+
+    object: np.ndarray
+    probe: np.ndarray
+    losses: LossHistory
+    model: TrainedModel
+    progress: int
+    seconds: float
+    validation_losses: LossHistory = ()
+
+
+Event = Union[BatchEvent, EpochEvent, SnapshotEvent, ResultEvent]
