@@ -1,0 +1,7 @@
+"""``python -m ptychodus_ptychopinn.cli``: the same command as the console script."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())
