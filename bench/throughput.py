@@ -4,7 +4,9 @@
 
 Prints one JSON line: ``inference_patterns_per_s`` (network + overlap constraint + input
 preparation + streaming stitching, via ``engine.infer``), ``network_patterns_per_s`` (bare
-forward of the same network on the same batches in the same run), ``ratio`` (first / second),
+forward of the same network on the same batches in the same run), ``ratio`` (the median over
+``--repeats`` interleaved pairs of bare-network time / inference time, with ``ratio_min`` and
+``ratio_max``), ``costs_ms_per_pattern`` (inputs, network, merge, stitch, timed stage by stage),
 ``fit_patterns_per_s`` (self-supervised training), ``peak_rss_mb`` and the stitching memory
 check: peak RSS growth while stitching a scan and a scan 8x longer (patches generated on the
 fly), against the size of the output object.
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -57,7 +60,10 @@ def _payload(data: dict[str, np.ndarray], preset: str, overrides: dict[str, obje
     )
 
 
-def measure(n: int, count: int, preset: str, device: str, batch: int) -> dict[str, object]:
+def measure(
+    n: int, count: int, preset: str, device: str, batch: int, repeats: int
+) -> dict[str, object]:
+    from ptychodus_ptychopinn.device import resolve_device
     from ptychodus_ptychopinn.engine import ResultEvent, infer, reconstruct
     from ptychodus_ptychopinn.model.pinn import Pinn
 
@@ -72,34 +78,34 @@ def measure(n: int, count: int, preset: str, device: str, batch: int) -> dict[st
             model = event.model
     fit_seconds = time.perf_counter() - start
     assert model is not None
-    timings_inference = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for _event in infer(payload, model):
-            pass
-        timings_inference.append(time.perf_counter() - start)
-
-    from ptychodus_ptychopinn.device import resolve_device
 
     dev = resolve_device(device)
     pinn = Pinn(model.config.model, torch.as_tensor(payload.probe_modes), 1.0, 1.0, payload.canvas)
     pinn.generator.load_state_dict(model.state)
     pinn.to(dev).eval()
-    channels = model.config.model.channels
-    inputs = torch.rand(batch, channels, n, n, device=dev)
-    timings_network = []
-    with torch.no_grad():
-        pinn.generator(inputs)
-        for _ in range(3):
-            start = time.perf_counter()
-            for b in range(0, count, batch):
-                size = min(batch, count - b)
-                pinn.generator(inputs[:size])
-            if dev.type == 'cuda':
-                torch.cuda.synchronize(dev)
-            timings_network.append(time.perf_counter() - start)
-    inference = count / min(timings_inference)
-    network = count / min(timings_network)
+    inputs = torch.rand(batch, model.config.model.channels, n, n, device=dev)
+
+    def run_inference() -> None:
+        for _event in infer(payload, model):
+            pass
+
+    @torch.no_grad()
+    def run_network() -> None:
+        for b in range(0, count, batch):
+            pinn.generator(inputs[: min(batch, count - b)])
+        if dev.type == 'cuda':
+            torch.cuda.synchronize(dev)
+
+    run_inference()  # warm-up: allocator, FFT plans
+    run_network()
+    # Interleaved pairs: each inference run is timed next to a bare-network run, so machine
+    # noise lands on both members of a pair and cancels in their ratio.
+    pairs = []
+    for _ in range(repeats):
+        pairs.append((_timed(run_inference), _timed(run_network)))
+    ratios = sorted(net / inf for inf, net in pairs)
+    inference = count / statistics.median(inf for inf, _ in pairs)
+    network = count / statistics.median(net for _, net in pairs)
     return {
         'n': n,
         'patterns': count,
@@ -110,10 +116,59 @@ def measure(n: int, count: int, preset: str, device: str, batch: int) -> dict[st
         'inference_batch_size': batch,
         'inference_patterns_per_s': round(inference, 1),
         'network_patterns_per_s': round(network, 1),
-        'ratio': round(inference / network, 3),
+        'ratio': round(statistics.median(ratios), 3),
+        'ratio_min': round(ratios[0], 3),
+        'ratio_max': round(ratios[-1], 3),
+        'repeats': repeats,
+        'costs_ms_per_pattern': _costs(payload, model, pinn, dev, batch),
         'fit_patterns_per_s': round(count / fit_seconds, 1),
         'threads': torch.get_num_threads(),
     }
+
+
+def _timed(function) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def _costs(payload, model, pinn, dev, batch: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Where inference time goes, per pattern: input preparation, the network, the overlap
+    merge (anchor patch only) and stitching, timed stage by stage over the whole scan."""
+    from ptychodus_ptychopinn.config import resolve_config
+    from ptychodus_ptychopinn.engine.context import RunContext
+
+    ctx = RunContext(payload, resolve_config('standard').pinn, model, dev)
+    ctx.pinn.eval()
+    stitcher = ctx.stitcher()
+    totals = dict.fromkeys(('inputs', 'network', 'merge', 'stitch'), 0.0)
+    count = payload.num_patterns
+    for start in range(0, count, batch):
+        groups = np.arange(start, min(start + batch, count))
+        t0 = time.perf_counter()
+        inputs = ctx.network_input(ctx.measured(payload.groups.members[groups]))
+        offsets = ctx.offsets(groups)
+        t1 = time.perf_counter()
+        amplitude, phase = ctx.pinn.generator(inputs)
+        t2 = time.perf_counter()
+        patches = torch.polar(amplitude, phase)
+        if model.config.model.channels > 1:
+            from ptychodus_ptychopinn.physics.translate import merge_and_extract
+
+            patches = merge_and_extract(
+                patches, offsets.to(amplitude.dtype), ctx.pinn.merge_weight(), ctx.pinn.canvas, 1
+            )
+        t3 = time.perf_counter()
+        stitcher.add(patches[:, 0], ctx.positions(groups))
+        t4 = time.perf_counter()
+        for key, value in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            totals[key] += value
+    t5 = time.perf_counter()
+    stitcher.result(payload.object_init)
+    totals['stitch'] += time.perf_counter() - t5
+    ctx.close()
+    return {key: round(1000 * value / count, 3) for key, value in totals.items()}
 
 
 def stitch_memory(n: int, count: int, batch: int) -> dict[str, float]:
@@ -168,12 +223,15 @@ def main() -> None:
     parser.add_argument('--preset', default='standard', help='network preset (default standard)')
     parser.add_argument('--device', default='auto', help='device (default auto)')
     parser.add_argument('--batch', type=int, default=64, help='inference batch (default 64)')
+    parser.add_argument(
+        '--repeats', type=int, default=5, help='interleaved timing pairs (default 5)'
+    )
     parser.add_argument('--stitch-only', type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stitch_only:
         print(json.dumps(stitch_memory(args.n, args.stitch_only, args.batch)))
         return
-    result = measure(args.n, args.patterns, args.preset, args.device, args.batch)
+    result = measure(args.n, args.patterns, args.preset, args.device, args.batch, args.repeats)
     memory = []
     for count in (args.patterns, 8 * args.patterns):
         out = subprocess.run(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .physics.grid import scatter_add_tiles, split_positions
-from .physics.translate import fourier_shift
+from .physics.translate import shift_spectrum
 
 LIT_FRACTION = 1e-3
 """A pixel counts as lit when its summed weight exceeds this fraction of the maximum."""
@@ -34,22 +34,24 @@ class Stitcher:
         self._numerator = torch.zeros((height + 2, width + 2), dtype=dtype, device=device)
         self._denominator = torch.zeros((height + 2, width + 2), dtype=real, device=device)
         self._weight = weight.to(device=device, dtype=real)
+        # The weight is the same for every patch: its padded spectrum is computed once.
         self._n = int(weight.shape[-1])
+        # The weight is the same for every patch: its padded spectrum is computed once.
+        self._weight_spectrum = torch.fft.fft2(self._weight.to(dtype), s=(self._n + 2,) * 2)
         self._shape = shape
 
     @torch.no_grad()
     def add(self, patches: torch.Tensor, positions: torch.Tensor) -> None:
         """Add patches (B, N, N) predicted at ``positions`` (B, 2) as (x, y) object pixels."""
-        n = self._n
-        corner, frac = split_positions(positions.to(self._weight.device), n)
-        weighted = torch.nn.functional.pad(
-            patches.to(self._numerator.dtype) * self._weight, (1,) * 4
-        )
-        weights = torch.nn.functional.pad(self._weight.expand(patches.shape[0], n, n), (1,) * 4)
+        corner, frac = split_positions(positions.to(self._weight.device), self._n)
+        weighted = patches.to(self._numerator.dtype) * self._weight
         # Tile pixel m holds patch pixel m - 1 - frac: its object pixel is corner - 1 + m, and
         # the canvas margin shifts that by +1, so the tile starts at canvas index ``corner``.
-        tiles = fourier_shift(weighted, frac[:, 0], frac[:, 1])
-        tile_weights = fourier_shift(weights, frac[:, 0], frac[:, 1]).real
+        # The FFT pads the patch at the end, so the shift is 1 + frac (one pixel of margin).
+        spectra = torch.fft.fft2(weighted, s=(self._n + 2,) * 2)
+        shift = frac.to(self._weight.dtype) + 1.0
+        tiles = shift_spectrum(spectra, shift[:, 0], shift[:, 1])
+        tile_weights = shift_spectrum(self._weight_spectrum, shift[:, 0], shift[:, 1]).real
         scatter_add_tiles(self._numerator, tiles, corner)
         scatter_add_tiles(self._denominator, tile_weights.to(self._denominator.dtype), corner)
 
