@@ -47,7 +47,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a network is fitted to a scan (self-supervised) and refined afterwards."""
+    """How a network is fitted to a scan (self-supervised) and refined afterwards.
+
+    ``epochs`` and ``refine_epochs`` are ceilings: a stage also ends when its time limit
+    (seconds, 0: none) would be overrun or its loss reaches a plateau (``plateau_patience``
+    epochs without a gain above ``plateau_tolerance`` of the stage's gain so far; 0: never).
+    """
 
     epochs: int = 30
     learning_rate: float = 1e-3
@@ -60,6 +65,10 @@ class TrainConfig:
     refine_learning_rate: float = 0.03
     refine_batch_size: int = 50
     snapshot_every: int = 1
+    fit_time_limit: float = 0.0
+    refine_time_limit: float = 0.0
+    plateau_patience: int = 0
+    plateau_tolerance: float = 0.01
 
     def validate(self) -> None:
         _check_int_range('epochs', self.epochs, 0, 100_000)
@@ -73,6 +82,10 @@ class TrainConfig:
         _check_float_range('refine_learning_rate', self.refine_learning_rate, 1e-6, 10.0)
         _check_int_range('refine_batch_size', self.refine_batch_size, 1, 65536)
         _check_int_range('snapshot_every', self.snapshot_every, 1, 100_000)
+        _check_float_range('fit_time_limit', self.fit_time_limit, 0.0, 1e7)
+        _check_float_range('refine_time_limit', self.refine_time_limit, 0.0, 1e7)
+        _check_int_range('plateau_patience', self.plateau_patience, 0, 100_000)
+        _check_float_range('plateau_tolerance', self.plateau_tolerance, 0.0, 1.0)
 
 
 @dataclass(frozen=True)

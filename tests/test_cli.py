@@ -259,6 +259,8 @@ def test_help_documents_every_option() -> None:
         'infer': ['--input', '--output', '--model', '--device', '--num-threads', '--seed'],
         'train': ['--input', '--output', '--epochs', '--validation-fraction', '--device'],
         'devices': [],
+        'frc': ['--png', '--json', '--pixel-size-nm'],
+        'split': [],
     }  # fmt: skip
     for name, sub in subparsers.choices.items():
         result = run_cli([name, '--help'])

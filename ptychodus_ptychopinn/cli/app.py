@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import PinnError
-from . import devices, reconstruct, train
+from . import devices, reconstruct, train, validate
 from .options import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, PROG
 from .reporting import Reporter, setup_logging
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconstruct.add_parsers(commands)
     train.add_parser(commands)
     devices.add_parser(commands)
+    validate.add_parsers(commands)
     return parser
 
 

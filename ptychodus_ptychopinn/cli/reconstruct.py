@@ -238,6 +238,15 @@ def _drive(job: _Job, reporter: Reporter) -> int:
                     event.object, event.probe, event.losses, event.progress, event.stage
                 )
                 reporter.snapshot(event.stage, event.progress)
+            elif isinstance(event, engine.StageEndEvent):
+                reporter.stage_end(
+                    event.stage,
+                    event.reason,
+                    event.reason_text,
+                    event.epochs,
+                    event.max_epochs,
+                    event.seconds,
+                )
             elif isinstance(event, engine.ResultEvent):
                 result = event
                 latest = _Latest(event.object, event.probe, event.losses, event.progress, 'done')

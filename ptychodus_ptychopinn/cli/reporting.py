@@ -144,6 +144,22 @@ class Reporter:
                 f'loss {loss:.6g}{more} ({seconds:.2f} s)'
             )
 
+    def stage_end(
+        self, stage: str, reason: str, text: str, epochs: int, max_epochs: int, seconds: float
+    ) -> None:
+        """A stage ended: say why (``epochs``, ``plateau`` or ``time``) and after how long."""
+        self.emit(
+            'stage_end',
+            stage=stage,
+            reason=reason,
+            epochs=epochs,
+            max_epochs=max_epochs,
+            seconds=round(seconds, 3),
+        )
+        self.message(
+            f'{stage}: stopped after {epochs}/{max_epochs} epochs ({seconds:.1f} s): {text}.'
+        )
+
     def snapshot(self, stage: str, progress: int) -> None:
         self.done = float(progress)
         self.emit('snapshot', stage=stage, progress=progress, goal=self.goal)

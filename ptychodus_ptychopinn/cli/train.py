@@ -122,6 +122,15 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                     event.seconds,
                     event.progress,
                 )
+            elif isinstance(event, engine.StageEndEvent):
+                reporter.stage_end(
+                    event.stage,
+                    event.reason,
+                    event.reason_text,
+                    event.epochs,
+                    event.max_epochs,
+                    event.seconds,
+                )
             elif isinstance(event, engine.ResultEvent):
                 result = event
         events.close()

@@ -13,6 +13,7 @@ from .events import (
     LossHistory,
     ResultEvent,
     SnapshotEvent,
+    StageEndEvent,
     TrainedModel,
 )
 from .run import infer, network_patches, progress_goal, reconstruct, train
@@ -24,6 +25,7 @@ __all__ = [
     'LossHistory',
     'ResultEvent',
     'SnapshotEvent',
+    'StageEndEvent',
     'TrainedModel',
     'execution_context',
     'infer',

@@ -55,6 +55,29 @@ class EpochEvent:
 
 
 @dataclass(frozen=True)
+class StageEndEvent:
+    """A training-like stage ended: why (``STOP_REASONS``), after how many epochs and seconds."""
+
+    stage: str
+    reason: str
+    epochs: int
+    max_epochs: int
+    seconds: float
+    final_loss: float | None
+
+    @property
+    def reason_text(self) -> str:
+        return STOP_REASONS.get(self.reason, self.reason)
+
+
+STOP_REASONS = {
+    'epochs': 'reached its epoch ceiling',
+    'plateau': 'the loss stopped improving',
+    'time': 'its time budget ran out',
+}
+
+
+@dataclass(frozen=True)
 class SnapshotEvent:
     """The current stitched object and probe (every ``snapshot_every`` epochs)."""
 
@@ -78,4 +101,4 @@ class ResultEvent:
     validation_losses: LossHistory = ()
 
 
-Event = Union[BatchEvent, EpochEvent, SnapshotEvent, ResultEvent]
+Event = Union[BatchEvent, EpochEvent, StageEndEvent, SnapshotEvent, ResultEvent]

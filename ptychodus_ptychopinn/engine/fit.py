@@ -12,7 +12,7 @@ import torch
 from ..stitch import Stitcher
 from .context import RunContext
 from .events import Event, SnapshotEvent
-from .loop import make_scheduler, run_epochs, snapshot_due
+from .loop import StopRule, make_scheduler, run_epochs, snapshot_due
 
 
 def fit_network(
@@ -57,8 +57,8 @@ def fit_network(
         stitchers[0].add(patches[:, 0].detach(), ctx.positions(members[:, 0]))
         return ctx.loss_fn(predicted, measured, ctx.good_mask)
 
-    def snapshot(epoch: int) -> Iterator[Event]:
-        if snapshot_due(epoch, epochs, train.snapshot_every):
+    def snapshot(epoch: int, last: bool) -> Iterator[Event]:
+        if snapshot_due(epoch, last, train.snapshot_every):
             obj = stitchers[0].result(ctx.payload.object_init)
             yield SnapshotEvent('fit', ctx.progress, obj, ctx.probe_numpy(), ctx.history())
 
@@ -66,7 +66,9 @@ def fit_network(
         yield from run_epochs(
             ctx,
             stage='fit',
-            epochs=epochs,
+            stop=StopRule(
+                epochs, train.fit_time_limit, train.plateau_patience, train.plateau_tolerance
+            ),
             goal=goal,
             order=order,
             batch_size=batch,

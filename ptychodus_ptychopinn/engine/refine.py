@@ -14,7 +14,7 @@ from ..physics.grid import gather_tiles, shifted_probes, split_positions
 from ..physics.propagation import far_field
 from .context import RunContext
 from .events import Event, SnapshotEvent
-from .loop import make_scheduler, run_epochs, snapshot_due
+from .loop import StopRule, make_scheduler, run_epochs, snapshot_due
 
 
 def refine(
@@ -53,15 +53,17 @@ def refine(
         image = torch.view_as_complex(obj.detach()).cpu().numpy().astype(initial.dtype)
         return image, torch.view_as_complex(probe.detach()).cpu().numpy()
 
-    def snapshot(epoch: int) -> Iterator[Event]:
-        if snapshot_due(epoch, epochs, train.snapshot_every):
+    def snapshot(epoch: int, last: bool) -> Iterator[Event]:
+        if snapshot_due(epoch, last, train.snapshot_every):
             image, probe_now = current()
             yield SnapshotEvent('refine', ctx.progress, image, probe_now, ctx.history())
 
     yield from run_epochs(
         ctx,
         stage='refine',
-        epochs=epochs,
+        stop=StopRule(
+            epochs, train.refine_time_limit, train.plateau_patience, train.plateau_tolerance
+        ),
         goal=goal,
         order=lambda: ctx.rng.permutation(count),
         batch_size=batch,

@@ -42,6 +42,7 @@ from ..engine import (
     Event,
     ResultEvent,
     SnapshotEvent,
+    StageEndEvent,
     TrainedModel,
 )
 from ..errors import InputError, ModelFileError, PinnError
@@ -193,6 +194,15 @@ class _Driver:
                     event.num_epochs,
                     event.loss,
                     event.seconds,
+                )
+            elif isinstance(event, StageEndEvent):
+                logger.info(
+                    '%s stopped after %d of at most %d epochs (%.1f s): %s.',
+                    event.stage,
+                    event.epochs,
+                    event.max_epochs,
+                    event.seconds,
+                    event.reason_text,
                 )
             elif isinstance(event, SnapshotEvent):
                 pending = None
