@@ -16,6 +16,8 @@ class StallProbe:
     time the window could not react (as tests/_gui_support.py measures ptychodus's)."""
 
     gaps_ms: list[int] = field(default_factory=list)
+    longest_at_s: float = 0.0
+    """Seconds after :meth:`start` at which the longest gap ended."""
 
     def __post_init__(self) -> None:
         self._timer = QTimer()
@@ -36,7 +38,10 @@ class StallProbe:
 
     def _tick(self) -> None:
         now = self._clock.elapsed()
-        self.gaps_ms.append(now - self._last)
+        gap = now - self._last
+        if gap > max(self.gaps_ms, default=0):
+            self.longest_at_s = now / 1000
+        self.gaps_ms.append(gap)
         self._last = now
 
     @property

@@ -75,3 +75,36 @@ def test_status_stalled_and_final_events() -> None:
     for kind in ('result', 'interrupted', 'error'):
         done = run_status([*records, {'event': kind, 'message': 'x'}], 0.0, now=1e6)
         assert done.ended and not done.stalled and done.state == kind
+
+
+def test_help_and_missing_pyside6_message() -> None:
+    """``--help`` needs no Qt; without PySide6 the studio says what to install (exit 2)."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {'PYTHONPATH': root, 'PATH': '/usr/bin:/bin'}
+    blocked = (
+        "import sys; sys.modules['PySide6'] = None; "
+        'from ptychodus_ptychopinn.studio.app import main; '
+    )
+    helped = subprocess.run(
+        [sys.executable, '-c', blocked + "main(['--help'])"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        helped.returncode == 0
+        and '--follow' in helped.stdout
+        and '--exit-when-done' in helped.stdout
+    )
+    missing = subprocess.run(
+        [sys.executable, '-c', blocked + 'sys.exit(main([]))'],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2
+    assert "pip install 'ptychodus-ptychopinn[studio]'" in missing.stderr
+    assert 'PyQt5' not in missing.stderr

@@ -62,7 +62,7 @@ class SettingsPanel(QWidget):
         for value in GRIDSIZES:
             self.gridsize.addItem(f'{value} ({value * value} patterns per group)', value)
         self.gridsize.setToolTip('overlap constraint: 1 disables it')
-        self.width = _int_box(4, 256, 'network width (channels of the first block)')
+        self.net_width = _int_box(4, 256, 'network width (channels of the first block)')
         self.probe_refinement = QCheckBox('refine the probe too')
         form.addRow('Epochs:', self.epochs)
         form.addRow('Refine epochs:', self.refine_epochs)
@@ -70,7 +70,7 @@ class SettingsPanel(QWidget):
         form.addRow('Refine learning rate:', self.refine_learning_rate)
         form.addRow('Probe learning rate:', self.probe_learning_rate)
         form.addRow('Gridsize:', self.gridsize)
-        form.addRow('Width:', self.width)
+        form.addRow('Width:', self.net_width)
         form.addRow('Probe:', self.probe_refinement)
         column.addWidget(knobs)
         column.addStretch(1)
@@ -90,7 +90,7 @@ class SettingsPanel(QWidget):
         self.refine_learning_rate.setValue(train.refine_learning_rate)
         self.probe_learning_rate.setValue(train.probe_learning_rate)
         self.gridsize.setCurrentIndex(self.gridsize.findData(model.gridsize))
-        self.width.setValue(model.width)
+        self.net_width.setValue(model.width)
         self.probe_refinement.setChecked(train.probe_refinement)
         self.preset_changed.emit(config.preset)
 
@@ -110,7 +110,7 @@ class SettingsPanel(QWidget):
             'refine_learning_rate': self.refine_learning_rate.value(),
             'probe_learning_rate': self.probe_learning_rate.value(),
             'gridsize': self.gridsize.currentData(),
-            'width': self.width.value(),
+            'width': self.net_width.value(),
             'probe_refinement': self.probe_refinement.isChecked(),
         }
         values.update(self.extra)

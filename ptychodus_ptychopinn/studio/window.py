@@ -120,7 +120,7 @@ class StudioWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu('&File')
-        self.actions: dict[str, QAction] = {}
+        self.menu_actions: dict[str, QAction] = {}
 
         def add(menu: Any, key: str, text: str, slot: Any, shortcut: str | None = None) -> None:
             action = QAction(text, self)
@@ -128,7 +128,7 @@ class StudioWindow(QMainWindow):
             if shortcut:
                 action.setShortcut(QKeySequence(shortcut))
             menu.addAction(action)
-            self.actions[key] = action
+            self.menu_actions[key] = action
 
         add(file_menu, 'open', 'Open Scan Directory...', self._open_dir_dialog, 'Ctrl+O')
         add(file_menu, 'open_training', 'Open Training Data File...', self._open_file_dialog)
@@ -162,9 +162,9 @@ class StudioWindow(QMainWindow):
         outcome = self.outcome
         for key in ('reconstruct', 'infer', 'train'):
             self.buttons[key].setEnabled(not busy and have_input)
-            self.actions[key].setEnabled(not busy and have_input)
+            self.menu_actions[key].setEnabled(not busy and have_input)
         self.buttons['stop'].setEnabled(busy)
-        self.actions['stop'].setEnabled(busy)
+        self.menu_actions['stop'].setEnabled(busy)
         can_product = (
             not busy
             and outcome is not None
@@ -172,11 +172,10 @@ class StudioWindow(QMainWindow):
             and outcome.parameters is not None
             and outcome.job.action != 'train'
         )
-        self.actions['save_product'].setEnabled(can_product)
-        self.actions['save_model'].setEnabled(
+        self.menu_actions['save_product'].setEnabled(can_product)
+        self.menu_actions['save_model'].setEnabled(
             not busy and outcome is not None and outcome.model is not None
         )
-        self.settings.setEnabled(not busy)
 
     # -- input ----------------------------------------------------------------------------
 
