@@ -257,7 +257,7 @@ class Worker(QObject):
                     outcome.object, outcome.probe = event.object, event.probe
                     outcome.losses, outcome.progress = event.losses, event.progress
                     self._pending = (event.object, event.probe, event.stage, event.progress)
-                    self._pending_losses = event.losses
+                    self._write_snapshot(event, event.stage)
                     self._record('snapshot', stage=event.stage, progress=event.progress, goal=goal)
                 elif isinstance(event, engine.ResultEvent):
                     outcome.object, outcome.probe = event.object, event.probe
@@ -266,7 +266,7 @@ class Worker(QObject):
                     outcome.model = event.model
                     outcome.status = 'finished'
                     self._pending = (event.object, event.probe, 'done', event.progress)
-                    self._pending_losses = event.losses
+                    self._write_snapshot(event, 'done')
                 if self._pending is not None:
                     self._flush_frame(force=outcome.status == 'finished')
         finally:
@@ -324,12 +324,22 @@ class Worker(QObject):
         obj, probe, stage, progress = self._pending
         self._pending = None
         self._emit_frame(obj, probe, stage, progress, force=True)
-        if self._writer is not None:
-            losses = getattr(self, '_pending_losses', ())
-            scaled = [(p, self._scale.value(p, v)) for p, v in losses] if self._scale else []
-            self._writer.snapshot(
-                object=obj, probe=probe, losses=scaled, progress=progress, stage=stage
-            )
+
+    def _write_snapshot(self, event: Any, stage: str) -> None:
+        """Every snapshot goes to the run directory (atomically), throttled or not."""
+        if self._writer is None:
+            return
+        scale = self._scale
+        self._writer.snapshot(
+            object=event.object,
+            probe=event.probe,
+            losses=[(p, scale.value(p, v)) for p, v in event.losses],
+            validation_losses=[(p, scale.value(p, v)) for p, v in event.validation_losses]
+            if hasattr(event, 'validation_losses')
+            else (),
+            progress=event.progress,
+            stage=stage,
+        )
 
     def _emit_frame(
         self, obj: np.ndarray, probe: np.ndarray, stage: str, progress: int, force: bool = False
