@@ -1,0 +1,7 @@
+"""``python -m ptychodus_ptychopinn.studio``."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())
