@@ -80,6 +80,8 @@ def reconstructed(layout: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
             str(out / 'model.safetensors'),
             '--events',
             'json',
+            '--run-dir',
+            str(out / 'run'),
             *RUN,
         ]
     )
@@ -123,6 +125,21 @@ def test_events_are_json_lines(reconstructed: tuple) -> None:
     progress = [e['progress'] for e in events if e['event'] in ('epoch', 'snapshot')]
     assert progress == sorted(progress) and progress[-1] == goal
     assert events[-1]['progress'] == goal and events[-1]['output'].endswith('rec.h5')
+    ends = [(e['stage'], e['reason'], e['epochs']) for e in events if e['event'] == 'stage_end']
+    assert ends == [('fit', 'epochs', 1), ('refine', 'epochs', 2)]
+
+
+def test_run_dir_holds_the_events_and_the_last_snapshot(reconstructed: tuple) -> None:
+    from ptychodus_ptychopinn.rundir import RunDirReader
+
+    out, result = reconstructed
+    reader = RunDirReader(out / 'run')
+    assert reader.poll() == result.events()  # the same records as --events json
+    snapshot = reader.latest_snapshot()
+    assert snapshot is not None and snapshot.stage == 'refine' and snapshot.progress == 4
+    product = load_product(out / 'sub' / 'rec.h5')
+    np.testing.assert_allclose(snapshot.object, product.object_.get_array()[0], atol=1e-6)
+    assert reader.status().state == 'result' and reader.status().ended
 
 
 def test_infer_with_saved_model(layout: Path, reconstructed: tuple, tmp_path: Path) -> None:
@@ -257,10 +274,13 @@ def test_help_documents_every_option() -> None:
             '--batch-size', '--inference-batch-size', '--seed', '--deterministic',
         ],
         'infer': ['--input', '--output', '--model', '--device', '--num-threads', '--seed'],
-        'train': ['--input', '--output', '--epochs', '--validation-fraction', '--device'],
+        'train': [
+            '--input', '--output', '--epochs', '--validation-fraction', '--device', '--run-dir',
+        ],
         'devices': [],
         'frc': ['--png', '--json', '--pixel-size-nm'],
         'split': [],
+        'studio': ['--input', '--follow', '--compare', '--preset', '--run', '--screenshot'],
     }  # fmt: skip
     for name, sub in subparsers.choices.items():
         result = run_cli([name, '--help'])

@@ -10,8 +10,8 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import PinnError
-from . import devices, reconstruct, train, validate
+from ..errors import InputError, PinnError
+from . import devices, reconstruct, studio, train, validate
 from .options import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, PROG
 from .reporting import Reporter, setup_logging
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(commands)
     devices.add_parser(commands)
     validate.add_parsers(commands)
+    studio.add_parser(commands)
     return parser
 
 
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     restore = setup_logging(reporter, getattr(args, 'verbose', False))
     try:
+        if args.command != 'studio' and getattr(args, 'run_dir', None):
+            _open_run_dir(reporter, args.run_dir)
         return int(args.handler(args, reporter))
     except KeyboardInterrupt:
         reporter.finish()
@@ -68,4 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INTERNAL
     finally:
+        reporter.close()
         restore()
+
+
+def _open_run_dir(reporter: Reporter, directory: str) -> None:
+    try:
+        reporter.attach_run_dir(directory)
+    except OSError as exc:
+        raise InputError(
+            f'cannot write the run directory {directory} ({exc.strerror or exc}); choose a '
+            'writable directory for --run-dir.'
+        ) from exc

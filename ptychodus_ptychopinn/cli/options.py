@@ -114,6 +114,12 @@ def add_message_options(parser: argparse.ArgumentParser) -> None:
         help='no progress bar and no per-epoch lines on stderr (errors are still shown)',
     )
     group.add_argument(
+        '--run-dir',
+        metavar='DIR',
+        help='also write the events (events.jsonl) and each snapshot (snapshot.npz) to this '
+        'directory, for `studio --follow DIR` (e.g. a run on a cluster node)',
+    )
+    group.add_argument(
         '-v', '--verbose', action='store_true', help='also show informational log messages'
     )
     group.add_argument(

@@ -237,7 +237,13 @@ def _drive(job: _Job, reporter: Reporter) -> int:
                 latest = _Latest(
                     event.object, event.probe, event.losses, event.progress, event.stage
                 )
-                reporter.snapshot(event.stage, event.progress)
+                reporter.snapshot(
+                    event.stage,
+                    event.progress,
+                    object=event.object,
+                    probe=event.probe,
+                    losses=job.writer.losses(event.losses),
+                )
             elif isinstance(event, engine.StageEndEvent):
                 reporter.stage_end(
                     event.stage,

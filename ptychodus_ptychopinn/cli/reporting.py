@@ -12,9 +12,12 @@ import logging
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from ..rundir import RunDirWriter
 
 BAR_FORMAT = '{percentage:3.0f}%|{bar}| {desc} {n:.1f}/{total_fmt}{postfix} [{elapsed}<{remaining}]'
 
@@ -54,13 +57,23 @@ class Reporter:
         self.stage = ''
         self.loss: float | None = None
         self.use_bar = not quiet and _isatty(self.stderr)
-        self.sinks: list[Callable[[dict[str, Any]], None]] = []
-        """Also called with every event record (e.g. a run directory's writer)."""
+        self.run_dir: RunDirWriter | None = None
+
+    def attach_run_dir(self, directory: str) -> None:
+        """Also write every record and snapshot to a run directory (``studio --follow``)."""
+        from ..rundir import RunDirWriter
+
+        self.run_dir = RunDirWriter(directory)
+
+    def close(self) -> None:
+        if self.run_dir is not None:
+            self.run_dir.close()
+            self.run_dir = None
 
     def emit(self, event: str, **values: Any) -> None:
         record = {'event': event, **{k: _clean(v) for k, v in values.items()}}
-        for sink in self.sinks:
-            sink(record)
+        if self.run_dir is not None:
+            self.run_dir.event(record)
         if self.events_json:
             self.stdout.write(json.dumps(record) + '\n')
             self.stdout.flush()
@@ -160,8 +173,11 @@ class Reporter:
             f'{stage}: stopped after {epochs}/{max_epochs} epochs ({seconds:.1f} s): {text}.'
         )
 
-    def snapshot(self, stage: str, progress: int) -> None:
+    def snapshot(self, stage: str, progress: int, **arrays: Any) -> None:
+        """A new object; ``arrays`` (object, probe, losses) go to the run directory, if any."""
         self.done = float(progress)
+        if self.run_dir is not None and arrays:
+            self.run_dir.snapshot(progress=progress, stage=stage, **arrays)
         self.emit('snapshot', stage=stage, progress=progress, goal=self.goal)
         self._draw(stage, force=True)
 
