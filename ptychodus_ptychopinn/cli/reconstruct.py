@@ -197,7 +197,7 @@ def _drive(job: _Job, reporter: Reporter) -> int:
     goal = engine.progress_goal(
         payload.config.pinn, fit_epochs=job.fit_epochs, refine_epochs=job.refine_epochs
     )
-    refine_probe = train.probe_refinement and job.fit_epochs + job.refine_epochs > 0
+    refine_probe = train.probe_refinement and job.refine_epochs > 0
     device = device_label(payload.config.execution.device)
     reporter.start(
         goal,

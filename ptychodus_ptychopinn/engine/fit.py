@@ -22,7 +22,8 @@ def fit_network(
     subset: np.ndarray | None = None,
     validation: np.ndarray | None = None,
 ) -> Generator[Event, None, None]:
-    """Fit the generator (and, as configured, the intensity scale and probe) to the counts.
+    """Fit the generator (and, as configured, the intensity scale) to the counts; the probe
+    is refined, if asked, by the refinement stage, whose update suits it.
 
     Each step sees a batch of scan-point groups; the anchor patch of every group is stitched
     as it goes, so a snapshot costs no extra pass. With ``validation`` groups, each epoch
@@ -33,15 +34,12 @@ def fit_network(
     batch = ctx.payload.config.execution.batch_size
     subset = np.arange(ctx.payload.num_patterns) if subset is None else subset
     num_batches = math.ceil(len(subset) / batch)
-    pinn.probe.requires_grad_(train.probe_refinement)
     pinn.log_scale.requires_grad_(train.learn_scale)
     groups: list[dict[str, Any]] = [
         {'params': list(pinn.generator.parameters()), 'lr': train.learning_rate}
     ]
     if train.learn_scale:
         groups.append({'params': [pinn.log_scale], 'lr': train.learning_rate})
-    if train.probe_refinement:
-        groups.append({'params': [pinn.probe], 'lr': train.probe_learning_rate})
     optimizer = torch.optim.Adam(groups)
     scheduler = make_scheduler(optimizer, train.schedule, epochs * num_batches)
     stitchers: list[Stitcher] = []  # this epoch's, made when the epoch starts
@@ -53,7 +51,7 @@ def fit_network(
     def step(chosen: np.ndarray) -> torch.Tensor:
         members = ctx.payload.groups.members[chosen]
         measured = ctx.measured(members)
-        predicted, patches = pinn(ctx.network_input(measured), ctx.offsets(chosen))
+        predicted, patches = ctx.pinn(ctx.network_input(measured), ctx.offsets(chosen))
         stitchers[0].add(patches[:, 0].detach(), ctx.positions(members[:, 0]))
         return ctx.loss_fn(predicted, measured, ctx.good_mask)
 
@@ -79,7 +77,10 @@ def fit_network(
             after_epoch=snapshot if validation is None else None,
         )
     finally:
-        pinn.probe.requires_grad_(False)
+        # A failed run's traceback keeps these closures' frames, and frames keep their
+        # functions: the closures reach the network only through ctx (closed by the caller),
+        # and the canvases go here.
+        stitchers.clear()
         pinn.log_scale.requires_grad_(False)
 
 

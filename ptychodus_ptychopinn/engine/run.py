@@ -52,7 +52,10 @@ def reconstruct(
     def stages(ctx: RunContext) -> Iterator[Event]:
         if n_fit > 0:
             yield from fit_network(ctx, n_fit, goal)
-        obj = yield from infer_and_stitch(ctx)
+        if n_fit > 0 or model is not None:
+            obj = yield from infer_and_stitch(ctx)
+        else:  # an untrained network's answer is noise: refine from the product's object
+            obj = payload.object_init
         ctx.progress += 1
         probe = ctx.probe_numpy()
         yield SnapshotEvent('infer', ctx.progress, obj, probe, ctx.history())

@@ -155,12 +155,14 @@ class LossScale:
 
     def __init__(self, payload: Payload, fit_epochs: int) -> None:
         self.fit_epochs = fit_epochs
-        if payload.config.pinn.train.loss == 'poisson':
+        train = payload.config.pinn.train
+        self.fit_floor = self.refine_floor = 0.0
+        if 'poisson' in (train.loss, train.refine_loss):
             per_pattern = _poisson_floor_per_pattern(payload.counts, payload.good)
-            self.fit_floor = float(per_pattern[payload.groups.members].mean())
-            self.refine_floor = float(per_pattern.mean())
-        else:
-            self.fit_floor = self.refine_floor = 0.0
+            if train.loss == 'poisson':
+                self.fit_floor = float(per_pattern[payload.groups.members].mean())
+            if train.refine_loss == 'poisson':
+                self.refine_floor = float(per_pattern.mean())
 
     def value(self, progress: int, loss: float) -> float:
         floor = self.fit_floor if progress <= self.fit_epochs else self.refine_floor

@@ -135,7 +135,7 @@ class _PinnReconstructor:
                 n_refine,
                 f', starting from the model {self._slot.source}' if model is not None else '',
             )
-            refine_probe = train.probe_refinement and n_fit + n_refine > 0
+            refine_probe = train.probe_refinement and n_refine > 0
             events = engine.reconstruct(payload, model, fit_epochs=n_fit, refine_epochs=n_refine)
             driver = _Driver(ProductBuilder(parameters.product), LossScale(payload, n_fit))
             del payload

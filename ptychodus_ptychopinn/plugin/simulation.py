@@ -266,6 +266,7 @@ def simulate_scan(
     photons_per_pattern: float = 1e6,
     seed: int = 0,
     object_kind: str = 'fractal',
+    phase_range_rad: float = 2.0,
     scan_kind: str = 'spiral',
     step_px: float | None = None,
     position_jitter_px: float = 0.0,
@@ -289,7 +290,8 @@ def simulate_scan(
     stop) defocused so its beam is ``probe_diameter_fraction * N`` pixels across. Scan:
     a Fermat spiral (or raster) with step ``step_px`` (default: beam diameter / 3.5).
     Object: ``object_kind`` in :data:`OBJECT_KINDS`, amplitude in [0.5, 1], phase in
-    [-1, 1] rad, on the smallest grid that holds every N x N window plus ``margin_px``.
+    [-1, 1] rad scaled to span ``phase_range_rad`` (default 2: [-1, 1]; strong phase objects
+    use 3 or more), on the smallest grid that holds every N x N window plus ``margin_px``.
 
     ``photons_per_pattern`` is the mean detected count per pattern before noise;
     ``noise=False`` returns the expected counts as float. ``bad_pixel_fraction`` marks
@@ -348,6 +350,15 @@ def simulate_scan(
         center_y_m=scan_geometry.center_y_m,
     )
     truth = _truth_object(object_kind, object_geometry, n, object_rng)
+    if phase_range_rad != 2.0:
+        array = truth.get_array()
+        array = numpy.abs(array) * numpy.exp(1j * numpy.angle(array) * (phase_range_rad / 2.0))
+        truth = Object(
+            array=array.astype(truth.get_array().dtype),
+            pixel_geometry=truth.get_pixel_geometry(),
+            center=truth.get_center(),
+            layer_spacing_m=truth.layer_spacing_m,
+        )
     positions_px = numpy.stack(
         [
             object_geometry.map_probe_positions_to_object_x_px(positions),

@@ -181,7 +181,7 @@ class Worker(QObject):
             goal = engine.progress_goal(payload.config.pinn)
             events = engine.reconstruct(payload, model)
         outcome.fit_epochs, outcome.goal = fit_epochs, goal
-        outcome.refine_probe = train_config.probe_refinement and fit_epochs + refine_epochs > 0
+        outcome.refine_probe = train_config.probe_refinement and refine_epochs > 0
         self._scale = LossScale(payload, fit_epochs)
         shape = payload.object_init.shape
         self._illumination = illumination_map(
