@@ -85,7 +85,8 @@ def test_neighbour_phase_spread_is_zero_for_the_truth_and_large_for_random_phase
     assert neighbour_phase_spread(scrambled, scan.positions_px, weight) > 1.0
 
 
-def test_refinement_from_the_network_reaches_high_quality(scan) -> None:
+def test_refinement_after_a_network_fit_reaches_high_quality(scan) -> None:
+    """The fit -> infer -> refine path (flat starts: test_refine_quality.py)."""
     payload = _payload(scan, epochs=1, batch_size=4, refine_epochs=30)
     result = _result(reconstruct(payload))
     score = score_object(result.object, scan.truth, product=scan.product)

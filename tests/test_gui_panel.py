@@ -88,7 +88,7 @@ def test_preset_menu_fills_the_fields(window: Window, settings: Any) -> None:
     assert after['RefineEpochs'] == f'{fast["refine_epochs"]} (fast)'
     assert after['Width'] == f'{fast["width"]} (fast)'
     assert after['LearningRate'] == f'{fast["learning_rate"]:g} (fast)'
-    assert after['ProbeRefinement'] == 'off (fast)'
+    assert after['ProbeRefinement'] == 'on (fast)'
     # the settings hold the preset's name and "unset" for every preset-governed key
     assert settings.preset.get_value() == 'fast'
     assert all(settings.parameter(key).get_value() in (-1, '') for key in gui.preset_keys())

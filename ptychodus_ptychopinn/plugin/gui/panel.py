@@ -93,6 +93,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('Gridsize', 'Gridsize:', 'int', 1, 3),
     FieldSpec('Width', 'Network Width:', 'int', 4, 256),
     FieldSpec('ProbeRefinement', 'Probe Refinement:', 'switch'),
+    FieldSpec('RefineTimeLimit', 'Refine Time Limit (s):', 'real', 0.0, 1e7),
+    FieldSpec('PlateauPatience', 'Plateau Patience:', 'int', 0, 100_000),
+    FieldSpec('PlateauTolerance', 'Plateau Tolerance:', 'real', 0.0, 1.0),
 )
 """The main knobs; every key a preset sets is one of them (tested)."""
 
