@@ -23,6 +23,7 @@ Figures (what :func:`frc_arrays` returns):
   DC; ``None`` if it never does (the whole band agrees).
 - ``frc_one_seventh_nm``: the same for the fixed 1/7 threshold.
 - ``frequency_per_nm``, ``correlation``, ``half_bit_threshold``: the curve, for plotting.
+- ``aligned_a``, ``aligned_b``: the scored crops, ``b`` registered and standardised onto ``a``.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def frc_arrays(
         'frequency_per_nm': frequency_per_nm,
         'correlation': np.asarray(frc.correlation, dtype=float),
         'half_bit_threshold': np.asarray(frc.get_bit_threshold_curve(0.5), dtype=float),
+        'aligned_a': aligned_a,
+        'aligned_b': aligned_b,
     }
 
 
@@ -267,24 +270,40 @@ def _nm_or_none(resolution_m: float) -> float | None:
 
 
 def plot_frc(result: FrcResult, path: str | os.PathLike[str], title: str = '') -> Path:
-    """Write the FRC curve and its half-bit threshold to a PNG (headless, Agg backend)."""
+    """Write the two aligned objects (amplitude and phase) and the FRC curve with its
+    half-bit threshold to a PNG (headless, Agg backend)."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = plt.figure(figsize=(12, 6.5))
+    grid = figure.add_gridspec(2, 3)
+    images = [('A', result.get('aligned_a')), ('B', result.get('aligned_b'))]
+    for row, (name, image) in enumerate(images):
+        if image is None:
+            continue
+        for col, (kind, values, cmap) in enumerate(
+            (('amplitude', np.abs(image), 'gray'), ('phase', np.angle(image), 'twilight'))
+        ):
+            axis = figure.add_subplot(grid[row, col])
+            axis.imshow(values, cmap=cmap)
+            axis.set_title(f'{name}: {kind}', fontsize=9)
+            axis.set_axis_off()
+    axis = figure.add_subplot(grid[:, 2])
     frequency_per_um = np.asarray(result['frequency_per_nm']) * 1e3
     axis.plot(frequency_per_um, result['correlation'], label='FRC')
     axis.plot(frequency_per_um, result['half_bit_threshold'], '--', label='half-bit')
     half_bit = result['frc_half_bit_nm']
     resolution = 'none' if half_bit is None else f'{half_bit:.1f} nm'
-    axis.set_title(title or f'FRC AUC {result["frc_auc"]:.3f}, half-bit {resolution}')
+    axis.set_title(f'AUC {result["frc_auc"]:.3f}, half-bit {resolution}', fontsize=9)
     axis.set_xlabel('spatial frequency (1/um)')
     axis.set_ylim(-0.1, 1.05)
     axis.legend()
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     target = Path(path)
-    figure.savefig(target, dpi=100)
+    figure.savefig(target, dpi=90)
     plt.close(figure)
     return target
