@@ -54,6 +54,8 @@ def test_identical_objects_correlate_fully() -> None:
         'frequency_per_nm',
         'correlation',
         'half_bit_threshold',
+        'aligned_a',
+        'aligned_b',
     }
     # Rings run from DC to Nyquist = 1 / (2 * 10 nm) = 0.05 / nm.
     assert result['frequency_per_nm'][-1] == pytest.approx(0.05, rel=0.03)

@@ -759,7 +759,7 @@ def start_warm_up() -> None:
 
 
 def warm_up_torch() -> None:
-    """Build and step a one-parameter Adam optimiser once.
+    """Build and step a one-parameter Adam optimiser and the refinement's optimiser once.
 
     The first ``torch.optim`` optimiser in a process imports ``torch._dynamo`` (about
     1-2 s), whose allocations trigger full garbage collections of the loaded process
@@ -770,10 +770,20 @@ def warm_up_torch() -> None:
     try:
         import torch
 
+        from ...engine.refine import PreconditionedDescent
+
         parameter = torch.zeros(1, requires_grad=True)
         optimizer = torch.optim.Adam([parameter], lr=1e-3)
         parameter.square().sum().backward()
         optimizer.step()
+        # the refinement's path: complex autograd through FFTs, its optimiser and schedule
+        image = torch.ones(4, 4, dtype=torch.complex64, requires_grad=True)
+        descent = PreconditionedDescent([{'params': [image], 'lr': 1.0}])
+        descent.preconditioners[image] = torch.ones(4, 4)
+        schedule = torch.optim.lr_scheduler.LambdaLR(descent, [lambda step: 1.0])
+        torch.fft.fft2(image).abs().square().sum().backward()
+        descent.step()
+        schedule.step()
     except Exception:  # only a warm-up: the run itself reports real problems
         logger.debug('torch warm-up failed', exc_info=True)
     finally:
