@@ -7,9 +7,10 @@ preparation + streaming stitching, via ``engine.infer``), ``network_patterns_per
 forward of the same network on the same batches in the same run), both from the best of
 ``--repeats`` interleaved (inference, network) pairs, ``ratio`` (first / second), the pairs'
 own ratios (``ratio_pairs_median``, ``_min``, ``_max``), ``costs_ms_per_pattern`` (inputs,
-network, merge, stitch, timed stage by stage), ``fit_patterns_per_s`` (self-supervised training), ``peak_rss_mb`` and the stitching memory
-check: peak RSS growth while stitching a scan and a scan 8x longer (patches generated on the
-fly), against the size of the output object.
+network, merge, stitch, timed stage by stage), ``fit_patterns_per_s`` (self-supervised
+training), ``peak_rss_mb`` and the stitching memory check: peak RSS growth while stitching a
+scan and a scan 8x longer (patches generated on the fly), against the size of the output
+object.
 """
 
 from __future__ import annotations
