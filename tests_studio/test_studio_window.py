@@ -263,3 +263,27 @@ def test_scripted_mode_exits_zero_with_a_screenshot(tmp_path: Path) -> None:
     assert image.width() > 600 and image.height() > 400
     pixels = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), -1)
     assert pixels.std() > 10 and len(np.unique(pixels)) > 50  # not blank
+
+
+def test_dispose_stops_the_run_and_deletes_the_windows(qapp: Any) -> None:
+    """What ``studio --exit-when-done`` does after the event loop: left to PySide's exit
+    handler, the window (kept alive by its own signal connections) was deleted piecemeal during
+    interpreter finalization, and a pyqtgraph item's destructor crashed the process about every
+    other run. ``dispose`` stops a run, waits for its thread and deletes both windows now."""
+    from shiboken6 import Shiboken
+
+    from ptychodus_ptychopinn.studio.app import dispose
+
+    window = StudioWindow()
+    window.show()
+    window.open_input(SAMPLE_DATA)
+    window.settings.extra.update(TINY)
+    compare = window.show_compare()
+    assert window.start('reconstruct')
+    thread = window._thread
+    assert thread is not None
+    dispose(window)  # mid-run: the run stops within one batch, its thread is waited for
+    assert not Shiboken.isValid(window) and not Shiboken.isValid(compare)
+    assert not Shiboken.isValid(thread)
+    assert not any(w is window or w is compare for w in qapp.topLevelWidgets())
+    dispose(window)  # a second call is harmless

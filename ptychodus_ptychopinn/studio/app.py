@@ -122,7 +122,6 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Open the window as ``args`` say and run the Qt event loop; returns the exit code."""
     try:
-        from PySide6.QtCore import QTimer
         from PySide6.QtWidgets import QApplication
 
         from .window import StudioWindow
@@ -139,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else 'studio'])
     window = StudioWindow()
+    try:
+        return _run_window(app, window, args, extra)
+    finally:
+        dispose(window)
+
+
+def _run_window(app: Any, window: Any, args: argparse.Namespace, extra: dict[str, Any]) -> int:
+    """Set ``window`` up as ``args`` say, start what they ask for and run the event loop."""
+    from PySide6.QtCore import QTimer
+
     settings = window.settings
     if args.preset:
         settings.apply_preset(args.preset)
@@ -196,6 +205,35 @@ def run(args: argparse.Namespace) -> int:
         compare.compared.connect(compared)
         QTimer.singleShot(0, compare.start)
     return int(app.exec())
+
+
+def dispose(window: Any) -> None:
+    """Stop ``window``'s threads, then delete it and its compare window (C++ objects and all)
+    now, while Python and the QApplication are whole.
+
+    Left to the interpreter's exit, the window outlives :func:`run`: its signals' connections
+    hold lambdas and closures that refer to it, and the warm-up's ``gc.freeze()`` hides it from
+    the collector. PySide's exit handler then deletes every object that still has a Python
+    wrapper one by one, in no fixed order; when a pyqtgraph item goes before the view that
+    holds it, its destructor re-lays out its parent, which calls a Python override during
+    finalization and crashes in shiboken (a segmentation fault after a run that succeeded,
+    about every other time). Deleting the top-level windows deletes their children
+    parent-first, the order Qt expects.
+    """
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from shiboken6 import Shiboken
+
+    if not Shiboken.isValid(window):
+        return
+    window.shutdown()  # no timeout: deleting a running QThread aborts the process
+    compare = window.compare_window
+    window.compare_window = None
+    for each in (compare, window):
+        if each is not None and Shiboken.isValid(each):
+            each.close()
+            each.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    window.last_worker = None
 
 
 def _exit_code(result: Any) -> int:

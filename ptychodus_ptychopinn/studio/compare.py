@@ -161,6 +161,18 @@ class CompareWindow(QWidget):
         self._thread, self._call = thread, call
         thread.start()
 
+    def shutdown(self, timeout_ms: int | None = None) -> bool:
+        """Wait for a comparison in progress (at most ``timeout_ms``); True once none runs."""
+        if self._thread is None:
+            return True
+        self._thread.quit()
+        return bool(self._thread.wait() if timeout_ms is None else self._thread.wait(timeout_ms))
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        """The comparison's thread never outlives the window (it is the thread's parent)."""
+        self.shutdown(10_000)
+        super().closeEvent(event)
+
     @Slot()
     def _cleanup(self) -> None:
         if self._thread is not None:

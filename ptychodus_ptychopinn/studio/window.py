@@ -414,11 +414,22 @@ class StudioWindow(QMainWindow):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         """Stop a run before the window goes, so the worker thread never outlives it."""
+        self.shutdown(10_000)
+        super().closeEvent(event)
+
+    def shutdown(self, timeout_ms: int | None = None) -> bool:
+        """Stop a run or a followed run and wait for its thread (at most ``timeout_ms``), and
+        close the compare window; True once no thread of this window is running.
+
+        :func:`.app.run` calls it without a timeout before it deletes the window: a QThread
+        deleted while it runs aborts the process."""
         if self._worker is not None:
             self._worker.stop()
+        stopped = True
         if self._thread is not None:
             self._thread.quit()
-            self._thread.wait(10_000)
+            stopped = self._thread.wait() if timeout_ms is None else self._thread.wait(timeout_ms)
         if self.compare_window is not None:
+            stopped = self.compare_window.shutdown(timeout_ms) and stopped
             self.compare_window.close()
-        super().closeEvent(event)
+        return stopped
