@@ -245,14 +245,7 @@ def _drive(job: _Job, reporter: Reporter) -> int:
                     losses=job.writer.losses(event.losses),
                 )
             elif isinstance(event, engine.StageEndEvent):
-                reporter.stage_end(
-                    event.stage,
-                    event.reason,
-                    event.reason_text,
-                    event.epochs,
-                    event.max_epochs,
-                    event.seconds,
-                )
+                reporter.stage_end(event)
             elif isinstance(event, engine.ResultEvent):
                 result = event
                 latest = _Latest(event.object, event.probe, event.losses, event.progress, 'done')

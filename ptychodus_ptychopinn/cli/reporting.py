@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 if TYPE_CHECKING:
+    from ..engine import StageEndEvent
     from ..rundir import RunDirWriter
 
 BAR_FORMAT = '{percentage:3.0f}%|{bar}| {desc} {n:.1f}/{total_fmt}{postfix} [{elapsed}<{remaining}]'
@@ -157,20 +158,19 @@ class Reporter:
                 f'loss {loss:.6g}{more} ({seconds:.2f} s)'
             )
 
-    def stage_end(
-        self, stage: str, reason: str, text: str, epochs: int, max_epochs: int, seconds: float
-    ) -> None:
+    def stage_end(self, event: StageEndEvent) -> None:
         """A stage ended: say why (``epochs``, ``plateau`` or ``time``) and after how long."""
         self.emit(
             'stage_end',
-            stage=stage,
-            reason=reason,
-            epochs=epochs,
-            max_epochs=max_epochs,
-            seconds=round(seconds, 3),
+            stage=event.stage,
+            reason=event.reason,
+            epochs=event.epochs,
+            max_epochs=event.max_epochs,
+            seconds=round(event.seconds, 3),
         )
         self.message(
-            f'{stage}: stopped after {epochs}/{max_epochs} epochs ({seconds:.1f} s): {text}.'
+            f'{event.stage}: stopped after {event.epochs}/{event.max_epochs} epochs '
+            f'({event.seconds:.1f} s): {event.reason_text}.'
         )
 
     def snapshot(self, stage: str, progress: int, **arrays: Any) -> None:

@@ -123,14 +123,7 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                     event.progress,
                 )
             elif isinstance(event, engine.StageEndEvent):
-                reporter.stage_end(
-                    event.stage,
-                    event.reason,
-                    event.reason_text,
-                    event.epochs,
-                    event.max_epochs,
-                    event.seconds,
-                )
+                reporter.stage_end(event)
             elif isinstance(event, engine.ResultEvent):
                 result = event
         events.close()

@@ -14,20 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..config import KEYS, PRESETS, ExecutionConfig, ModelConfig, TrainConfig
+from ..cli.options import parse_set
+from ..config import KEYS, PRESETS
+from ..errors import PinnError
 
 INSTALL_HINT = "pip install 'ptychodus-ptychopinn[studio]'"
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_STOPPED = 0, 1, 2, 130
-_KEY_TYPES: dict[str, type] = {
-    f.name: type(f.default)
-    for cls in (ModelConfig, TrainConfig, ExecutionConfig)
-    for f in fields(cls)
-    if f.name != 'n'
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,25 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` items -> typed overrides (types from the config dataclasses)."""
-    values: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, text = item.partition('=')
-        key = key.strip().replace('-', '_')
-        if not sep or key not in _KEY_TYPES:
-            raise ValueError(
-                f'--set {item!r}: expected KEY=VALUE with a key from {", ".join(KEYS)}'
-            )
-        kind = _KEY_TYPES[key]
-        text = text.strip()
-        if kind is bool:
-            values[key] = text.casefold() in ('1', 'true', 'yes', 'on')
-        else:
-            values[key] = kind(text)
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     """Open the window as ``args`` say and run the Qt event loop; returns the exit code."""
     try:
@@ -133,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     try:
         extra = parse_set(getattr(args, 'set', None))
-    except ValueError as exc:
+    except (ValueError, PinnError) as exc:
         print(f'studio: error: {exc}', file=sys.stderr)
         return EXIT_INPUT
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else 'studio'])
