@@ -1,0 +1,1 @@
+"""Procedural objects and on-the-fly simulation for pretraining (torch only)."""
