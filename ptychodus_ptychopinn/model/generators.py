@@ -1,7 +1,11 @@
-"""Networks that map scaled diffraction amplitudes to object patches (amplitude, phase).
+"""Networks that map scaled diffraction amplitudes to object patches.
 
-A generator takes (B, C, N, N) real inputs and returns amplitude and phase (B, C, N, N).
-New architectures register in ``GENERATORS`` and are selected by ``ModelConfig.generator``.
+Two kinds, registered in ``GENERATORS`` and selected by ``ModelConfig.generator``:
+- ``cnn`` takes (B, C, N, N) real inputs and returns amplitude and phase (B, C, N, N); the
+  PINN then merges the C patches where they overlap;
+- ``unrolled`` (``model.unrolled``, ``needs_physics = True``) also takes the group offsets
+  and the scan's physics, and returns C complex patches of one group canvas (consistent by
+  construction, so no merge).
 """
 
 from __future__ import annotations
@@ -80,7 +84,16 @@ class CnnGenerator(nn.Module):
         return amplitude, phase
 
 
-GENERATORS: dict[str, Callable[[ModelConfig], nn.Module]] = {'cnn': CnnGenerator}
+def _unrolled(config: ModelConfig) -> nn.Module:
+    from .unrolled import UnrolledGenerator
+
+    return UnrolledGenerator(config)
+
+
+GENERATORS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    'cnn': CnnGenerator,
+    'unrolled': _unrolled,
+}
 
 
 def build_generator(config: ModelConfig) -> nn.Module:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..config import ModelConfig
 from ..physics.propagation import predicted_intensity
-from ..physics.translate import merge_and_extract
+from ..physics.translate import canvas_size, merge_and_extract
 from .generators import build_generator
+from .unrolled import Physics
 
 
 class Pinn(nn.Module):
@@ -27,13 +29,17 @@ class Pinn(nn.Module):
         intensity_scale: float,
         input_scale: float,
         canvas: int,
+        good: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.generator = build_generator(config)
         self.log_scale = nn.Parameter(torch.tensor(math.log(intensity_scale)))
-        self.probe = nn.Parameter(torch.view_as_real(probe_modes.clone()))
+        self.probe = nn.Parameter(torch.view_as_real(probe_modes.clone()), requires_grad=False)
         self.register_buffer('input_scale', torch.tensor(float(input_scale)))
+        n = probe_modes.shape[-1]
+        mask = torch.ones((n, n), dtype=torch.bool) if good is None else good.to(torch.bool)
+        self.register_buffer('good', mask, persistent=False)
         self.canvas = canvas
 
     @property
@@ -43,6 +49,31 @@ class Pinn(nn.Module):
     @property
     def input_scale_value(self) -> float:
         return float(self.get_buffer('input_scale'))
+
+    def canvas_for(self, offsets: torch.Tensor) -> int:
+        """A physics-aware generator's canvas: whatever holds these groups (or tiles)."""
+        return canvas_size(self.config.n, float(offsets.detach().abs().max()))
+
+    def _physics(self) -> Physics:
+        return Physics(
+            self.probe_modes.detach() * self.scale, self.input_scale_value, self.get_buffer('good')
+        )
+
+    def patch_positions(self, positions: np.ndarray) -> np.ndarray:
+        """Where the patches this network returns for scan ``positions`` (K, 2) sit, in the
+        stitcher's convention: a physics-aware generator returns integer windows, which sit at
+        ``floor(r - (N - 1)/2) + (N - 1)/2``; the others return sub-pixel patches at ``r``."""
+        if not self.physics_aware:
+            return positions
+        half = (self.config.n - 1) / 2.0
+        return np.floor(np.asarray(positions) - half) + half
+
+    @property
+    def physics_aware(self) -> bool:
+        """Whether the generator runs the forward model itself (its C patches then agree by
+        construction and need no merge)."""
+        inner = getattr(self.generator, 'module', self.generator)  # under DDP, the wrapped one
+        return bool(getattr(inner, 'needs_physics', False))
 
     @property
     def scale(self) -> torch.Tensor:
@@ -60,6 +91,10 @@ class Pinn(nn.Module):
 
         ``channels_out`` limits the output to the first patches (the anchor, for inference).
         """
+        if self.physics_aware:
+            canvas = self.canvas_for(offsets)
+            patches = self.generator(inputs, offsets.to(inputs.dtype), self._physics(), canvas)
+            return patches if channels_out is None else patches[:, :channels_out]
         amplitude, phase = self.generator(inputs)
         patches = torch.polar(amplitude, phase)
         if self.config.channels == 1:
@@ -72,6 +107,15 @@ class Pinn(nn.Module):
         self, inputs: torch.Tensor, offsets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted counts (B, C, N, N) and the patches that produced them."""
+        if self.physics_aware:  # windows lit by sub-pixel shifted probes: the generator knows
+            patches, counts = self.generator(
+                inputs,
+                offsets.to(inputs.dtype),
+                self._physics(),
+                self.canvas_for(offsets),
+                with_counts=True,
+            )
+            return counts, patches
         patches = self.patches(inputs, offsets)
         b, c, n, _ = patches.shape
         intensity = predicted_intensity(self.probe_modes, patches.reshape(b * c, n, n), self.scale)
