@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-GENERATORS = ('cnn',)
+GENERATORS = ('cnn', 'unrolled')
+OBJECT_FAMILIES = ('dead_leaves', 'blocks', 'blobs')
 LOSSES = ('poisson', 'amplitude')
 PRECISIONS = ('float32', 'float64')
 SCHEDULES = ('cosine', 'constant')
@@ -32,6 +33,8 @@ class ModelConfig:
     generator: str = 'cnn'
     width: int = 16
     amp_max: float = 2.0
+    layers: int = 8
+    """Physics layers of the ``unrolled`` generator (the ``cnn`` generator ignores it)."""
 
     def validate(self) -> None:
         _check_choice('n', self.n, SUPPORTED_N, hint='crop or bin the patterns in ptychodus')
@@ -39,6 +42,14 @@ class ModelConfig:
         _check_choice('generator', self.generator, GENERATORS)
         _check_int_range('width', self.width, 4, 256)
         _check_float_range('amp_max', self.amp_max, 0.1, 100.0)
+        _check_int_range('layers', self.layers, 1, 32)
+        if self.generator == 'unrolled' and self.gridsize < 2:
+            raise ConfigError(
+                'gridsize',
+                self.gridsize,
+                '2 or 3 with the unrolled generator (its physics layers need overlapping '
+                'patterns; one pattern alone does not determine its patch)',
+            )
 
     @property
     def channels(self) -> int:
@@ -91,15 +102,70 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Pretraining on procedural objects under the experiment's probe (``engine.pretrain``).
+
+    The run stops at ``pretrain_minutes`` or after ``pretrain_patterns`` simulated patterns,
+    whichever comes first (0: no limit of that kind; at least one must be set).
+    """
+
+    pretrain_minutes: float = 10.0
+    pretrain_patterns: int = 0
+    pretrain_cluster: int = 16
+    """Patterns per simulated cluster for the unrolled network (neighbouring scan points; it
+    then infers on tiles of the whole scan). 0: the gridsize groups."""
+    pretrain_batch_size: int = 4
+    pretrain_learning_rate: float = 1e-3
+    pretrain_families: str = ','.join(OBJECT_FAMILIES)
+    pretrain_phase_range: float = 4.0
+    pretrain_amplitude_min: float = 0.3
+    pretrain_physics_weight: float = 0.0
+    pretrain_dose_jitter: float = 0.5
+    pretrain_checkpoint_every: float = 60.0
+    pretrain_epoch_groups: int = 64
+    """Simulated groups per pretraining epoch: how often the validation loss is scored."""
+
+    def validate(self) -> None:
+        _check_float_range('pretrain_minutes', self.pretrain_minutes, 0.0, 1e6)
+        _check_int_range('pretrain_patterns', self.pretrain_patterns, 0, 10**12)
+        if self.pretrain_minutes == 0 and self.pretrain_patterns == 0:
+            raise ConfigError(
+                'pretrain_minutes', 0, 'a positive number when pretrain_patterns is 0 too'
+            )
+        _check_int_range('pretrain_cluster', self.pretrain_cluster, 0, 4096)
+        _check_int_range('pretrain_batch_size', self.pretrain_batch_size, 1, 65536)
+        _check_float_range('pretrain_learning_rate', self.pretrain_learning_rate, 1e-7, 1.0)
+        families = self.families
+        if not families or any(f not in OBJECT_FAMILIES for f in families):
+            raise ConfigError(
+                'pretrain_families',
+                self.pretrain_families,
+                'a comma-separated list from ' + ', '.join(OBJECT_FAMILIES),
+            )
+        _check_float_range('pretrain_phase_range', self.pretrain_phase_range, 0.1, 6.283)
+        _check_float_range('pretrain_amplitude_min', self.pretrain_amplitude_min, 0.0, 0.99)
+        _check_float_range('pretrain_physics_weight', self.pretrain_physics_weight, 0.0, 100.0)
+        _check_float_range('pretrain_dose_jitter', self.pretrain_dose_jitter, 0.0, 3.0)
+        _check_float_range('pretrain_checkpoint_every', self.pretrain_checkpoint_every, 1.0, 1e6)
+        _check_int_range('pretrain_epoch_groups', self.pretrain_epoch_groups, 1, 10**7)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(f.strip() for f in str(self.pretrain_families).split(',') if f.strip())
+
+
+@dataclass(frozen=True)
 class PinnConfig:
     """The model and training configuration: the part serialised with a model."""
 
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    pretrain: PretrainConfig = PretrainConfig()
 
     def validate(self) -> None:
         self.model.validate()
         self.train.validate()
+        self.pretrain.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,11 +176,13 @@ class PinnConfig:
         try:
             model = ModelConfig(**dict(data['model']))
             train = TrainConfig(**dict(data['train']))
+            # Files written before pretraining existed have no such section.
+            pretrain = PretrainConfig(**dict(data.get('pretrain', {})))
         except (KeyError, TypeError) as exc:
             raise ConfigError(
                 'config', dict(data), 'a mapping with model and train sections'
             ) from exc
-        config = cls(model=model, train=train)
+        config = cls(model=model, train=train, pretrain=pretrain)
         config.validate()
         return config
 
@@ -144,8 +212,9 @@ class ExecutionConfig:
 
 _MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name != 'n')
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
+_PRETRAIN_KEYS = tuple(f.name for f in fields(PretrainConfig))
 _EXEC_KEYS = tuple(f.name for f in fields(ExecutionConfig))
-KEYS: tuple[str, ...] = _MODEL_KEYS + _TRAIN_KEYS + _EXEC_KEYS
+KEYS: tuple[str, ...] = _MODEL_KEYS + _TRAIN_KEYS + _PRETRAIN_KEYS + _EXEC_KEYS
 """Every flat key accepted by :func:`resolve_config` (the pattern size comes from the data)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -230,8 +299,9 @@ def resolve_config(
 
     model = ModelConfig(n=n, **{k: values[k] for k in _MODEL_KEYS if k in values})
     train = TrainConfig(**{k: values[k] for k in _TRAIN_KEYS if k in values})
+    pretrain = PretrainConfig(**{k: values[k] for k in _PRETRAIN_KEYS if k in values})
     execution = ExecutionConfig(**{k: values[k] for k in _EXEC_KEYS if k in values})
-    pinn = PinnConfig(model=model, train=train)
+    pinn = PinnConfig(model=model, train=train, pretrain=pretrain)
     pinn.validate()
     execution.validate()
     return ResolvedConfig(pinn=pinn, execution=execution, preset=name)

@@ -8,6 +8,7 @@ shares between stages), ``loop`` (the one batch/optimiser loop), one module per 
 from .context import execution_context
 from .events import (
     BatchEvent,
+    CheckpointEvent,
     EpochEvent,
     Event,
     LossHistory,
@@ -16,13 +17,16 @@ from .events import (
     StageEndEvent,
     TrainedModel,
 )
-from .run import infer, network_patches, progress_goal, reconstruct, train
+from .pretrain import PROGRESS_UNITS as PRETRAIN_PROGRESS_UNITS
+from .run import infer, network_patches, pretrain, progress_goal, reconstruct, train
 
 __all__ = [
     'BatchEvent',
+    'CheckpointEvent',
     'EpochEvent',
     'Event',
     'LossHistory',
+    'PRETRAIN_PROGRESS_UNITS',
     'ResultEvent',
     'SnapshotEvent',
     'StageEndEvent',
@@ -30,6 +34,7 @@ __all__ = [
     'execution_context',
     'infer',
     'network_patches',
+    'pretrain',
     'progress_goal',
     'reconstruct',
     'train',

@@ -72,7 +72,8 @@ class RunContext:
         probe = torch.as_tensor(payload.probe_modes).to(self.complex)
         scale = initial_intensity_scale(payload.mean_total_counts, probe, good_fraction)
         in_scale = model.input_scale if model is not None else payload.input_scale
-        self._pinn: Pinn | None = Pinn(config.model, probe, scale, in_scale, payload.canvas)
+        good = torch.as_tensor(payload.good)
+        self._pinn: Pinn | None = Pinn(config.model, probe, scale, in_scale, payload.canvas, good)
         if model is not None:
             self._pinn.generator.load_state_dict(model.state)
         self._pinn.to(device=device, dtype=self.real)

@@ -6,7 +6,7 @@ on the type; none of them needs to know how a stage works.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 import numpy as np
@@ -27,6 +27,10 @@ class TrainedModel:
     input_scale: float
     intensity_scale: float
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def with_metadata(self, **values: str) -> TrainedModel:
+        """A copy whose metadata also holds ``values`` (what a model file records)."""
+        return replace(self, metadata={**self.metadata, **values})
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,17 @@ STOP_REASONS = {
 
 
 @dataclass(frozen=True)
+class CheckpointEvent:
+    """A model worth keeping (pretraining writes one every ``pretrain_checkpoint_every``
+    seconds and at the end; ``final`` marks the last). Only the main rank emits these."""
+
+    stage: str
+    progress: int
+    model: TrainedModel
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class SnapshotEvent:
     """The current stitched object and probe (every ``snapshot_every`` epochs)."""
 
@@ -101,4 +116,4 @@ class ResultEvent:
     validation_losses: LossHistory = ()
 
 
-Event = Union[BatchEvent, EpochEvent, StageEndEvent, SnapshotEvent, ResultEvent]
+Event = Union[BatchEvent, EpochEvent, StageEndEvent, SnapshotEvent, CheckpointEvent, ResultEvent]

@@ -52,7 +52,8 @@ def fit_network(
         members = ctx.payload.groups.members[chosen]
         measured = ctx.measured(members)
         predicted, patches = ctx.pinn(ctx.network_input(measured), ctx.offsets(chosen))
-        stitchers[0].add(patches[:, 0].detach(), ctx.positions(members[:, 0]))
+        anchors = ctx.pinn.patch_positions(ctx.payload.positions[members[:, 0]])
+        stitchers[0].add(patches[:, 0].detach(), torch.as_tensor(anchors, device=ctx.device))
         return ctx.loss_fn(predicted, measured, ctx.good_mask)
 
     def snapshot(epoch: int, last: bool) -> Iterator[Event]:

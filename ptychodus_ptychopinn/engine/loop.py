@@ -20,6 +20,9 @@ import torch
 from .context import RunContext
 from .events import BatchEvent, EpochEvent, Event, StageEndEvent
 
+UNBOUNDED = 10**9
+"""An epoch ceiling that means "none": the stage ends on its time or pattern budget."""
+
 
 @dataclass(frozen=True)
 class StopRule:
@@ -75,6 +78,9 @@ def run_epochs(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     validate: Callable[[], float | None] | None = None,
     after_epoch: Callable[[int, bool], Iterator[Event]] | None = None,
+    before_step: Callable[[], None] | None = None,
+    units: int | None = None,
+    units_done: Callable[[int], int] | None = None,
     nan_hint: str = 'lower the learning rate',
 ) -> Generator[Event, None, None]:
     """Passes over ``order()``'s items in batches of ``batch_size`` until ``stop`` says why.
@@ -84,8 +90,14 @@ def run_epochs(
     for the stage's final epoch). A stage that ends early still advances progress by its full
     ceiling, so progress goals stay what they were announced as. Ends with a
     :class:`StageEndEvent`.
+
+    ``before_step()`` runs between the backward pass and the optimiser step (gradient
+    clipping). Progress advances one unit per epoch over ``stop.max_epochs`` units, unless a
+    stage whose length is a time budget announces its own ``units`` and maps the epochs done
+    to the units done (``units_done``).
     """
     epochs = stop.max_epochs
+    units = epochs if units is None else units
     first_progress = ctx.progress
     started = time.perf_counter()
     history: list[float] = []
@@ -101,6 +113,8 @@ def run_epochs(
             loss = step(chosen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if before_step is not None:
+                before_step()
             optimizer.step()
             scheduler.step()
             value = float(loss.detach())
@@ -112,7 +126,8 @@ def run_epochs(
             yield BatchEvent(stage, epoch, b, num_batches, value)
         mean = total / max(count, 1)
         history.append(mean)
-        ctx.progress += 1
+        done = len(history) if units_done is None else min(units_done(len(history)), units)
+        ctx.progress = first_progress + done
         ctx.losses.append((ctx.progress, mean))
         held_out = validate() if validate is not None else None
         if held_out is not None:
@@ -122,7 +137,7 @@ def run_epochs(
         stopping = stop.reason(history, now - started, now - start)
         if stopping is not None:
             reason = stopping
-            ctx.progress = first_progress + epochs
+            ctx.progress = first_progress + units
         yield EpochEvent(stage, epoch, epochs, mean, now - start, ctx.progress, goal, held_out)
         if after_epoch is not None:
             yield from after_epoch(epoch, stopping is not None)

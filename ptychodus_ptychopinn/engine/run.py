@@ -15,12 +15,14 @@ from dataclasses import replace
 import numpy as np
 
 from ..config import PinnConfig
+from ..distributed import World
 from ..errors import InputError
 from ..factory import Payload
 from .context import RunContext, drop_frame_locals, execution_context
 from .events import Event, ResultEvent, SnapshotEvent, TrainedModel
 from .fit import fit_network
 from .infer import anchor_patches, infer_and_stitch
+from .pretrain import PROGRESS_UNITS, pretrain_stage
 from .refine import refine
 
 
@@ -87,6 +89,22 @@ def train(
     yield from _run(payload, config, model, stages)
 
 
+def pretrain(
+    payload: Payload, model: TrainedModel | None = None, *, world: World | None = None
+) -> Generator[Event, None, None]:
+    """Pretrain the network for ``payload``'s probe, dose, mask and scan shape on procedural
+    objects (``engine.pretrain``); the measured patterns are never used. ``model`` continues a
+    pretrained one. Under torchrun pass the ``world``; only its rank 0 emits checkpoints."""
+    config = _model_config(payload, model)
+    here = World() if world is None else world
+
+    def stages(ctx: RunContext) -> Iterator[Event]:
+        trained = yield from pretrain_stage(ctx, here, PROGRESS_UNITS)
+        yield _result(ctx, payload.object_init, ctx.probe_numpy(), trained)
+
+    yield from _run(payload, config, model, stages)
+
+
 def infer(payload: Payload, model: TrainedModel) -> Generator[Event, None, None]:
     """Inference only: the pretrained network's stitched object, no fitting, no refinement."""
     return reconstruct(payload, model, fit_epochs=0, refine_epochs=0)
@@ -124,12 +142,14 @@ def _run(
             ctx.close()
 
 
-def _result(ctx: RunContext, obj: np.ndarray, probe: np.ndarray) -> ResultEvent:
+def _result(
+    ctx: RunContext, obj: np.ndarray, probe: np.ndarray, model: TrainedModel | None = None
+) -> ResultEvent:
     return ResultEvent(
         object=obj,
         probe=probe,
         losses=ctx.history(),
-        model=ctx.trained_model(),
+        model=ctx.trained_model() if model is None else model,
         progress=ctx.progress,
         seconds=ctx.elapsed(),
         validation_losses=tuple(ctx.validation_losses),
