@@ -277,6 +277,10 @@ def test_help_documents_every_option() -> None:
         'train': [
             '--input', '--output', '--epochs', '--validation-fraction', '--device', '--run-dir',
         ],
+        'pretrain': [
+            '--probe', '--output', '--minutes', '--patterns', '--device', '--events', '--model',
+            '--set', '--run-dir',
+        ],
         'devices': [],
         'frc': ['--png', '--json', '--pixel-size-nm'],
         'split': [],

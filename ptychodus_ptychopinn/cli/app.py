@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import InputError, PinnError
-from . import devices, reconstruct, studio, train, validate
+from . import devices, pretrain, reconstruct, studio, train, validate
 from .options import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, PROG
 from .reporting import Reporter, setup_logging
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
     reconstruct.add_parsers(commands)
     train.add_parser(commands)
+    pretrain.add_parser(commands)
     devices.add_parser(commands)
     validate.add_parsers(commands)
     studio.add_parser(commands)

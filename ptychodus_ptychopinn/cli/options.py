@@ -21,6 +21,7 @@ from ..config import (
     PRESETS,
     ExecutionConfig,
     ModelConfig,
+    PretrainConfig,
     ResolvedConfig,
     TrainConfig,
     resolve_config,
@@ -35,13 +36,13 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max')
+ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers')
 """Keys a loaded model fixes: a model is only usable with the architecture it was built with."""
 MODEL_SUFFIX = '.safetensors'
 
 _KEY_TYPES: dict[str, type] = {
     f.name: type(f.default)
-    for cls in (ModelConfig, TrainConfig, ExecutionConfig)
+    for cls in (ModelConfig, TrainConfig, PretrainConfig, ExecutionConfig)
     for f in fields(cls)
     if f.name != 'n'
 }

@@ -154,7 +154,7 @@ class Reporter:
         else:
             more = ''.join(f', {k.replace("_", " ")} {v:.6g}' for k, v in extra.items())
             self.message(
-                f'{stage} epoch {epoch + 1}/{num_epochs} [{progress}/{self.goal}]: '
+                f'{stage} epoch {epoch + 1}{_of(num_epochs)} [{progress}/{self.goal}]: '
                 f'loss {loss:.6g}{more} ({seconds:.2f} s)'
             )
 
@@ -169,7 +169,7 @@ class Reporter:
             seconds=round(event.seconds, 3),
         )
         self.message(
-            f'{event.stage}: stopped after {event.epochs}/{event.max_epochs} epochs '
+            f'{event.stage}: stopped after {event.epochs}{_of(event.max_epochs)} epochs '
             f'({event.seconds:.1f} s): {event.reason_text}.'
         )
 
@@ -186,6 +186,13 @@ class Reporter:
             self._draw(self.stage, force=True)
             self.bar.close()
             self.bar = None
+
+
+def _of(ceiling: int) -> str:
+    """'/N' for an epoch ceiling; nothing for a stage that only a budget ends."""
+    from ..engine.loop import UNBOUNDED
+
+    return '' if ceiling >= UNBOUNDED else f'/{ceiling}'
 
 
 def _isatty(stream: TextIO) -> bool:
