@@ -150,3 +150,59 @@ def test_no_model_is_a_clear_error(model: Any, scan: SimulatedScan) -> None:
             library.pretrained.save_model(Path('unused.safetensors'))
     finally:
         library.slot.model = saved
+
+
+PRETRAIN_KEYS = {
+    'PretrainPatterns': 96,
+    'PretrainCluster': 4,
+    'PretrainBatchSize': 2,
+    'PretrainEpochGroups': 8,
+    'Layers': 2,
+    'Width': 8,
+}
+
+
+@pytest.fixture()
+def pretrain_settings(model: Any) -> Iterator[Any]:
+    """A tiny pattern budget (the time limit only as a guard), no model loaded; restored after."""
+    library = model.processing_core.pinn_library
+    settings = library.settings
+    saved_model = library.slot.model
+    saved = {key: settings.parameter(key).get_value() for key in PRETRAIN_KEYS}
+    library.slot.model = None
+    for key, value in PRETRAIN_KEYS.items():
+        settings.parameter(key).set_value(value)
+    settings.pretrain_minutes.set_value(2.0)
+    try:
+        yield library
+    finally:
+        settings.pretrain_minutes.set_value(0.0)
+        for key, value in saved.items():
+            settings.parameter(key).set_value(value)
+        library.slot.model = saved_model
+
+
+def test_reconstruct_pretrains_for_this_probe_with_live_losses(
+    pretrain_settings: Any, scan: SimulatedScan
+) -> None:
+    library = pretrain_settings
+    pretrained = library.pretrained
+    parameters = prepare_reconstruct_input(scan.diffraction, scan.product)
+    goal = pretrained.get_progress_goal()
+    outputs = list(pretrained.reconstruct(parameters))
+    progress = [o.progress for o in outputs]
+    assert progress == sorted(progress) and progress[-1] == goal
+    # pretraining epochs (96 patterns in clusters of 4, 8 clusters an epoch: 3 epochs), each
+    # with the loss history so far, then the inference product
+    pretraining = outputs[:-1]
+    assert len(pretraining) == 3
+    assert [len(o.product.losses) for o in pretraining] == [1, 2, 3]
+    assert all(np.isfinite(v.value) for v in pretraining[-1].product.losses)
+    assert pretrained.is_model_loaded()
+    metadata = library.slot.model.metadata
+    assert metadata['kind'] == 'pretrained'
+    assert int(metadata['pretrain_patterns']) == 96
+    result = outputs[-1].product.object_.get_array()
+    assert result.shape == scan.product.object_.get_array().shape
+    assert np.all(np.isfinite(result))
+    assert not np.allclose(result, scan.product.object_.get_array())

@@ -29,7 +29,10 @@ def _settings(text: str, tmp_path: Path) -> PinnSettings:
 
 
 def test_every_engine_key_has_a_setting() -> None:
-    assert {spec.field for spec in ENGINE_KEYS} | {'device'} == set(config.KEYS)
+    # Device always has a value; PretrainMinutes is the plugin's own switch (0: do not
+    # pretrain in Reconstruct), which feeds pretrain_minutes when above 0.
+    fields = {spec.field for spec in ENGINE_KEYS} | {'device', 'pretrain_minutes'}
+    assert fields == set(config.KEYS)
 
 
 def test_defaults_are_the_standard_preset() -> None:

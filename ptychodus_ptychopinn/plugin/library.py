@@ -56,13 +56,14 @@ from .convert import (
     scan_arrays,
 )
 from .layout import training_arrays
+from .pretrain import pretrain_overrides, run_pretraining
 from .settings import PinnSettings, named_errors
 
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = 'PINN'
 TRAINING_DATA_FILTER = 'PINN training data (*.h5)'
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max')
+ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers')
 _HANDLED = (PinnError, FloatingPointError)
 
 
@@ -111,8 +112,10 @@ class _PinnReconstructor:
         *,
         fit_epochs: int | None = None,
         refine_epochs: int | None = None,
+        progress_before: int = 0,
     ) -> Iterator[ReconstructOutput]:
-        """Drive one engine run, yielding a product per epoch; closing it stops the run."""
+        """Drive one engine run, yielding a product per epoch; closing it stops the run.
+        ``progress_before``: units an earlier part of the job (pretraining) already used."""
         events: Generator[Event, None, None] | None = None
         progress = 0
         try:
@@ -120,7 +123,7 @@ class _PinnReconstructor:
             train = payload.config.pinn.train
             n_fit = train.epochs if fit_epochs is None else fit_epochs
             n_refine = train.refine_epochs if refine_epochs is None else refine_epochs
-            self._goal = engine.progress_goal(
+            self._goal = progress_before + engine.progress_goal(
                 payload.config.pinn, fit_epochs=n_fit, refine_epochs=n_refine
             )
             logger.info(
@@ -140,8 +143,8 @@ class _PinnReconstructor:
             driver = _Driver(ProductBuilder(parameters.product), LossScale(payload, n_fit))
             del payload
             for output in driver.drive(events, refine_probe, parameters.product):
-                progress = output.progress
-                yield output
+                progress = progress_before + output.progress
+                yield ReconstructOutput(product=output.product, progress=progress)
             logger.info('%s finished (%d/%d).', self.name, progress, self._goal)
         except GeneratorExit:
             logger.info('%s stopped at %d/%s.', self.name, progress, self._goal)
@@ -274,17 +277,25 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
         return 'Pretrained'
 
     def _idle_goal(self) -> int:
-        return self._settings.fine_tune_epochs.get_value() + (
-            self._settings.infer_refine_epochs.get_value() + 1
+        pretrain = self._slot.model is None and self._settings.pretrain_minutes.get_value() > 0
+        return (
+            (engine.PRETRAIN_PROGRESS_UNITS if pretrain else 0)
+            + self._settings.fine_tune_epochs.get_value()
+            + self._settings.infer_refine_epochs.get_value()
+            + 1
         )
 
     def reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
         model = self._slot.model
+        minutes = self._settings.pretrain_minutes.get_value()
+        if model is None and minutes > 0:
+            return self._pretrain_then_infer(parameters, minutes)
         if model is None:
             message = (
                 'no model is loaded; load a model file first (GUI: Load Model...; batch mode: '
-                f'put model{checkpoint.EXTENSION} in the input directory), or train one, or '
-                'use pinn_selfsupervised.'
+                f'put model{checkpoint.EXTENSION} in the input directory), set [PINN] '
+                'PretrainMinutes to pretrain one for this probe, train one, or use '
+                'pinn_selfsupervised.'
             )
             logger.error('%s failed: %s', self.name, message)
             raise InputError(message)
@@ -293,6 +304,48 @@ class PretrainedReconstructor(_PinnReconstructor, TrainableReconstructor):
             model,
             fit_epochs=self._settings.fine_tune_epochs.get_value(),
             refine_epochs=self._settings.infer_refine_epochs.get_value(),
+        )
+
+    def _pretrain_then_infer(
+        self, parameters: ReconstructInput, minutes: float
+    ) -> Iterator[ReconstructOutput]:
+        """Pretrain for this product's probe, load the model, then infer (and fine-tune or
+        refine as the settings say). Stop during pretraining keeps nothing."""
+        received: list[TrainedModel] = []
+        units = engine.PRETRAIN_PROGRESS_UNITS
+        try:
+            with named_errors():
+                preset, _ = self._settings.request()
+                explicit = self._settings.overrides()
+                resolve_device(explicit['device'])
+                payload = scan_arrays(parameters).payload(
+                    preset=preset, overrides=pretrain_overrides(minutes, explicit)
+                )
+            self._goal = self._idle_goal()
+            yield from run_pretraining(payload, parameters, received)
+            del payload
+        except GeneratorExit:
+            logger.info('%s: pretraining stopped; no model was kept.', self.name)
+            raise
+        except _HANDLED as exc:
+            logger.error('%s failed: %s', self.name, exc)
+            raise
+        finally:
+            self._goal = None
+        model = received[0]
+        self._slot.model = model
+        self._slot.source = 'pretrained for this probe (not saved: Save Model... keeps it)'
+        logger.info(
+            'Pretrained on %s simulated patterns in %s s; the model is loaded.',
+            model.metadata.get('pretrain_patterns', '?'),
+            model.metadata.get('pretrain_seconds', '?'),
+        )
+        yield from self._run(
+            parameters,
+            model,
+            fit_epochs=self._settings.fine_tune_epochs.get_value(),
+            refine_epochs=self._settings.infer_refine_epochs.get_value(),
+            progress_before=units,
         )
 
     # -- model files -------------------------------------------------------------------------

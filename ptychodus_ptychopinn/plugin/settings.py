@@ -9,8 +9,9 @@ value that survives saving and reloading:
 - text and on/off keys: an empty value (the default) means "from the preset";
   on/off keys accept true/false, yes/no, on/off, 1/0.
 
-``Preset`` and ``Device`` always have a value. ``FineTuneEpochs``, ``InferRefineEpochs``
-and ``ValidationFraction`` belong to the plugin alone and have plain defaults.
+``Preset`` and ``Device`` always have a value. ``FineTuneEpochs``, ``InferRefineEpochs``,
+``ValidationFraction`` and ``PretrainMinutes`` belong to the plugin alone and have plain
+defaults.
 Every key and default is listed in docs/ptychodus.md.
 """
 
@@ -62,6 +63,7 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('Width', 'width', 'int', 'network width (channels of the first layer)'),
     KeySpec('Generator', 'generator', 'text', 'network architecture'),
     KeySpec('AmpMax', 'amp_max', 'real', 'largest object amplitude the network can output'),
+    KeySpec('Layers', 'layers', 'int', 'physics layers of the unrolled network'),
     KeySpec('Loss', 'loss', 'text', 'network-fit loss: poisson or amplitude'),
     KeySpec('RefineLoss', 'refine_loss', 'text', 'refinement loss: amplitude or poisson'),
     KeySpec('Schedule', 'schedule', 'text', 'learning-rate schedule: cosine or constant'),
@@ -72,6 +74,17 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('RefineTimeLimit', 'refine_time_limit', 'real', 'seconds for refinement (0: none)'),
     KeySpec('PlateauPatience', 'plateau_patience', 'int', 'epochs without gain that end a stage'),
     KeySpec('PlateauTolerance', 'plateau_tolerance', 'real', 'what counts as no gain (share)'),
+    KeySpec('PretrainPatterns', 'pretrain_patterns', 'int', 'pretraining pattern budget (0: none)'),
+    KeySpec('PretrainCluster', 'pretrain_cluster', 'int', 'patterns per simulated cluster'),
+    KeySpec('PretrainBatchSize', 'pretrain_batch_size', 'int', 'clusters per pretraining step'),
+    KeySpec('PretrainLearningRate', 'pretrain_learning_rate', 'real', 'pretraining learning rate'),
+    KeySpec('PretrainFamilies', 'pretrain_families', 'text', 'object families, comma-separated'),
+    KeySpec('PretrainPhaseRange', 'pretrain_phase_range', 'real', 'largest phase range (rad)'),
+    KeySpec('PretrainAmplitudeMin', 'pretrain_amplitude_min', 'real', 'lowest amplitude'),
+    KeySpec('PretrainPhysicsWeight', 'pretrain_physics_weight', 'real', 'counts term weight'),
+    KeySpec('PretrainDoseJitter', 'pretrain_dose_jitter', 'real', 'log-range of the dose drawn'),
+    KeySpec('PretrainCheckpointEvery', 'pretrain_checkpoint_every', 'real', 'seconds'),
+    KeySpec('PretrainEpochGroups', 'pretrain_epoch_groups', 'int', 'clusters per epoch'),
     KeySpec('NumThreads', 'num_threads', 'int', 'CPU threads (0: torch decides)'),
     KeySpec('Seed', 'seed', 'int', 'random seed'),
     KeySpec('Deterministic', 'deterministic', 'switch', 'force deterministic algorithms'),
@@ -107,6 +120,9 @@ class PinnSettings:
         )
         self.validation_fraction = self.group.create_real_parameter(
             'ValidationFraction', 0.1, minimum=0.0, maximum=0.9
+        )
+        self.pretrain_minutes = self.group.create_real_parameter(
+            'PretrainMinutes', 0.0, minimum=0.0
         )
 
     def parameter(self, name: str) -> Parameter[Any]:

@@ -547,6 +547,13 @@ class PinnPanel:
                 tool_tip='[PINN] ValidationFraction: share of scan points Train holds out',
                 group='Infer and Train',
             )
+            builder.add_decimal_line_edit(
+                settings.pretrain_minutes,
+                'Pretrain Minutes:',
+                tool_tip='[PINN] PretrainMinutes: with no model loaded, Reconstruct first '
+                "pretrains one for this product's probe on simulated objects (0: off)",
+                group='Infer and Train',
+            )
         self.widget = builder.build_widget()
         self.widget.setObjectName(f'pinn_{reconstructor_name.casefold()}_panel')
 
