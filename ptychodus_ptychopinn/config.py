@@ -101,6 +101,10 @@ class TrainConfig:
         _check_float_range('plateau_tolerance', self.plateau_tolerance, 0.0, 1.0)
 
 
+PRETRAIN_GENERATOR = 'unrolled'
+"""The generator pretraining uses unless one is set (docs/pretraining.md says why)."""
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Pretraining on procedural objects under the experiment's probe (``engine.pretrain``).

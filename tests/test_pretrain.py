@@ -4,6 +4,7 @@ the CLI contract (pretrain then infer) and torchrun with two CPU processes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -113,6 +114,21 @@ def test_a_pretrained_model_file_round_trips_and_infers(tmp_path, scan) -> None:
     out = next(e for e in events if isinstance(e, engine.ResultEvent))
     assert out.object.shape == scan.truth_array.shape
     assert np.isfinite(out.object).all()
+
+
+def test_inference_with_another_probe_warns(scan, caplog) -> None:
+    _, result = _run(_payload(scan))
+    other = np.roll(scan.probe_modes, 3, axis=-1)
+    payload = build_payload(
+        scan.counts, scan.bad_pixels, other, scan.positions_px, np.ones_like(scan.truth_array),
+        overrides=SMALL,
+    )  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger='ptychodus_ptychopinn'):
+        list(engine.infer(_payload(scan), result.model))
+    assert 'pretrained for another probe' not in caplog.text
+    with caplog.at_level(logging.WARNING, logger='ptychodus_ptychopinn'):
+        list(engine.infer(payload, result.model))
+    assert 'pretrained for another probe' in caplog.text
 
 
 def test_cli_pretrain_then_infer(tmp_path, layout, capsys) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import PRETRAIN_GENERATOR
 from ..files import check_writable
 from .options import (
     EXIT_INTERRUPTED,
@@ -29,8 +30,6 @@ from .reporting import Reporter
 
 if TYPE_CHECKING:
     from ..engine import TrainedModel
-
-DEFAULT_GENERATOR = 'unrolled'
 
 
 def add_parser(commands: Any) -> None:
@@ -86,7 +85,7 @@ def cmd_pretrain(args: argparse.Namespace, reporter: Reporter) -> int:
     world = world_from_env()
     explicit = overrides_from(args)
     overrides = dict(explicit)
-    overrides.setdefault('generator', DEFAULT_GENERATOR)
+    overrides.setdefault('generator', PRETRAIN_GENERATOR)
     if args.minutes is not None:
         overrides['pretrain_minutes'] = args.minutes
     if args.patterns is not None:

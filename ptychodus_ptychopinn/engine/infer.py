@@ -51,14 +51,16 @@ def _batches(
         pinn.train()
 
 
-def _tile_batches(ctx: RunContext) -> Generator[tuple[np.ndarray, torch.Tensor], None, None]:
+def _tile_batches(
+    ctx: RunContext, tiles: list[np.ndarray]
+) -> Generator[tuple[np.ndarray, torch.Tensor], None, None]:
     """(scan indices (1, T), windows (1, T, N, N)) per tile of the scan, one canvas each."""
     pinn = ctx.pinn
     positions = ctx.payload.positions
     pinn.eval()
     try:
         with torch.no_grad():
-            for tile in scan_tiles(positions, ctx.payload.n, TILE_PATTERNS):
+            for tile in tiles:
                 points = positions[tile]
                 offsets = points - np.round(points.mean(axis=0, keepdims=True))
                 inputs = ctx.network_input(ctx.measured(tile[None]))
@@ -72,7 +74,7 @@ def _passes(ctx: RunContext) -> tuple[Generator[tuple[np.ndarray, torch.Tensor],
     """The batches of the inference pass and how many there are."""
     if ctx.pinn.physics_aware:
         tiles = scan_tiles(ctx.payload.positions, ctx.payload.n, TILE_PATTERNS)
-        return _tile_batches(ctx), len(tiles)
+        return _tile_batches(ctx, tiles), len(tiles)
     groups = np.arange(ctx.payload.num_patterns)
     batch = ctx.payload.config.execution.inference_batch_size
     return _batches(ctx, groups, 1), math.ceil(len(groups) / batch)

@@ -70,30 +70,19 @@ class _Pretraining:
         self.world = world
         self.config: PretrainConfig = ctx.config.pretrain
         pinn = ctx.pinn
-        self.batch = self.config.pretrain_batch_size
         probe = pinn.probe_modes.detach()
         recipe = ObjectRecipe.from_config(self.config)
         offsets = training_offsets(ctx)
         self.channels = offsets.shape[1]
         seed = ctx.payload.config.execution.seed
+        scale = float(pinn.scale.detach())
         self.simulator = GroupSimulator(
-            probe,
-            float(pinn.scale.detach()),
-            ctx.good_mask,
-            offsets,
-            recipe,
-            seed=seed + 1000003 * (world.rank + 1),
-            device=ctx.device,
+            probe, scale, ctx.good_mask, offsets, recipe,
+            seed=seed + 1000003 * (world.rank + 1), device=ctx.device,
             dose_jitter=self.config.pretrain_dose_jitter,
-        )
+        )  # fmt: skip
         validation = GroupSimulator(
-            probe,
-            float(pinn.scale.detach()),
-            ctx.good_mask,
-            offsets,
-            recipe,
-            seed=VALIDATION_SEED,
-            device=ctx.device,
+            probe, scale, ctx.good_mask, offsets, recipe, seed=VALIDATION_SEED, device=ctx.device
         )
         self.validation = validation.draw(VALIDATION_GROUPS)
         weight = probe.abs().square().sum(dim=0)
@@ -225,16 +214,6 @@ def probe_fingerprint(probe_modes: np.ndarray) -> str:
     probe = probe / np.sqrt(np.sum(np.abs(probe) ** 2))
     quantised = np.round(np.stack([probe.real, probe.imag]) * 1e3).astype(np.int32)
     return hashlib.sha256(quantised.tobytes() + str(probe.shape).encode()).hexdigest()[:16]
-
-
-def probe_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """|<a, b>| / (|a| |b|) over all modes: 1 for the same probe up to scale and phase."""
-    a = np.asarray(a, dtype=np.complex128).ravel()
-    b = np.asarray(b, dtype=np.complex128).ravel()
-    if a.shape != b.shape:
-        return 0.0
-    norm = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(abs(np.vdot(a, b)) / norm) if norm > 0 else 0.0
 
 
 def pretrain_stage(

@@ -9,6 +9,7 @@ does) ends the run at the next batch and frees its memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
@@ -22,8 +23,10 @@ from .context import RunContext, drop_frame_locals, execution_context
 from .events import Event, ResultEvent, SnapshotEvent, TrainedModel
 from .fit import fit_network
 from .infer import anchor_patches, infer_and_stitch
-from .pretrain import PROGRESS_UNITS, pretrain_stage
+from .pretrain import PROGRESS_UNITS, pretrain_stage, probe_fingerprint
 from .refine import refine
+
+logger = logging.getLogger(__name__)
 
 
 def progress_goal(
@@ -162,7 +165,22 @@ def _model_config(payload: Payload, model: TrainedModel | None) -> PinnConfig:
     if model is None:
         return config
     _check_compatible(model, payload)
+    _warn_if_another_probe(model, payload)
     return replace(config, model=model.config.model)
+
+
+def _warn_if_another_probe(model: TrainedModel, payload: Payload) -> None:
+    """A pretrained network learned one probe; with another its answer can be poor, which
+    the user should hear before trusting it (a warning: a refined probe differs slightly)."""
+    recorded = model.metadata.get('probe_fingerprint')
+    if recorded and recorded != probe_fingerprint(payload.probe_modes):
+        logger.warning(
+            'this model was pretrained for another probe (fingerprint %s, this scan %s): its '
+            'object may be poor; pretrain for this probe (ptychodus-ptychopinn pretrain '
+            '--probe DIR) or refine after inference.',
+            recorded,
+            probe_fingerprint(payload.probe_modes),
+        )
 
 
 def _check_compatible(model: TrainedModel, payload: Payload) -> None:

@@ -17,20 +17,19 @@ from ptychodus.api.product import LossValue
 from ptychodus.api.reconstruct import ReconstructInput, ReconstructOutput
 
 from .. import engine
+from ..config import PRETRAIN_GENERATOR
 from ..engine import CheckpointEvent, EpochEvent, Event, ResultEvent, StageEndEvent, TrainedModel
 from ..factory import Payload
 from .convert import ProductBuilder
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GENERATOR = 'unrolled'
-
 
 def pretrain_overrides(minutes: float, explicit: dict[str, Any]) -> dict[str, Any]:
     """Engine keys for pretraining: the budget, and the unrolled network unless one was set."""
     values = dict(explicit)
     values['pretrain_minutes'] = float(minutes)
-    values.setdefault('generator', DEFAULT_GENERATOR)
+    values.setdefault('generator', PRETRAIN_GENERATOR)
     return values
 
 
