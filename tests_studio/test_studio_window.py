@@ -5,6 +5,7 @@ scripted mode in a subprocess."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = RUN_TIMEOUT_S) ->
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
+            faulthandler.dump_traceback(all_threads=True)  # where a hang sits, in the log
             raise TimeoutError(f'timed out after {timeout} s')
         QTest.qWait(20)
 

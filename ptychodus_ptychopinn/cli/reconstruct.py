@@ -112,6 +112,8 @@ class _Latest:
     losses: tuple[tuple[int, float], ...]
     progress: int
     stage: str
+    positions: np.ndarray | None = None
+    """Refined scan positions (object pixels), once the run has finished."""
 
 
 @dataclass
@@ -248,7 +250,14 @@ def _drive(job: _Job, reporter: Reporter) -> int:
                 reporter.stage_end(event)
             elif isinstance(event, engine.ResultEvent):
                 result = event
-                latest = _Latest(event.object, event.probe, event.losses, event.progress, 'done')
+                latest = _Latest(
+                    event.object,
+                    event.probe,
+                    event.losses,
+                    event.progress,
+                    'done',
+                    event.positions,
+                )
         events.close()
         reporter.finish()
         assert result is not None and latest is not None
@@ -258,8 +267,15 @@ def _drive(job: _Job, reporter: Reporter) -> int:
 
             save_model(result.model, job.save_model)
         last_loss = result.losses[-1][1] if result.losses else None
+        moved = _position_correction(result.positions, payload.positions)
+        if moved is not None:
+            reporter.message(
+                f'position refinement moved {payload.num_patterns} scan points by '
+                f'{moved["rms"]:.3f} px RMS, {moved["max"]:.3f} px at most (written to the output)'
+            )
         reporter.emit(
             'result',
+            **({} if moved is None else {'position_correction_px': moved}),
             progress=result.progress,
             goal=goal,
             loss=last_loss,
@@ -279,6 +295,16 @@ def _drive(job: _Job, reporter: Reporter) -> int:
         events.close()
 
 
+def _position_correction(refined: np.ndarray | None, given: np.ndarray) -> dict[str, float] | None:
+    """RMS and largest move of the scan points (object pixels), None when not refined."""
+    if refined is None:
+        return None
+    import numpy as np  # the CLI imports numpy only where a command needs it
+
+    moved = np.linalg.norm(refined - given, axis=1)
+    return {'rms': round(float(np.sqrt(np.mean(moved**2))), 4), 'max': round(float(moved.max()), 4)}
+
+
 def _write(job: _Job, latest: _Latest, refine_probe: bool, goal: int, interrupted: bool) -> None:
     payload = job.payload
     probe = latest.probe if refine_probe else None
@@ -288,7 +314,7 @@ def _write(job: _Job, latest: _Latest, refine_probe: bool, goal: int, interrupte
         f'progress {latest.progress}/{goal} ({state}) on '
         f'{device_label(payload.config.execution.device)}'
     )
-    job.writer.write(job.output, latest.object, probe, latest.losses, note)
+    job.writer.write(job.output, latest.object, probe, latest.losses, note, latest.positions)
     if job.preview is not None:
         from ..preview import PreviewUnavailable, save_preview, scan_crop
 

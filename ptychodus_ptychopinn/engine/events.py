@@ -114,6 +114,8 @@ class ResultEvent:
     progress: int
     seconds: float
     validation_losses: LossHistory = ()
+    positions: np.ndarray | None = None
+    """Refined scan positions (K, 2) as (x, y) object pixels; None when they were fixed."""
 
 
 Event = Union[BatchEvent, EpochEvent, StageEndEvent, SnapshotEvent, CheckpointEvent, ResultEvent]

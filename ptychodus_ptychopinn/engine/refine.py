@@ -14,6 +14,15 @@ Measured on the real Siemens star (odd/even halves, FRC AUC; docs/benchmarks.md)
 object with an absolute probe step gave 0.07; this update with the amplitude loss gives 0.38.
 The intensity scale found so far is folded into the probe while refining and divided out of
 the probe returned, so the product keeps the input's probe normalisation.
+
+Position refinement (``position_refinement``, from ``position_refinement_start`` epochs on)
+moves each scan point by a Gauss-Newton step on its own exit wave,
+
+    r <- r - pos_step * dL/dr / (sum |dP/dr|^2 |O|^2 + POSITION_DELTA * max)
+
+(the derivative flows through the probe's sub-pixel Fourier shift), at most
+``POSITION_MAX_STEP_PX`` per update and N / 8 in all, with the mean correction
+removed after every step (a common translation of the whole scan is not measurable).
 """
 
 from __future__ import annotations
@@ -39,6 +48,12 @@ PROBE_DELTA = 0.05
 """Probe regulariser, a share of the batch's brightest summed object intensity."""
 REFINE_FINAL_FRACTION = 0.3
 """The object step at the epoch ceiling, as a share of the first one."""
+POSITION_DELTA = 0.05
+"""Position regulariser, a share of the batch's largest curvature: flat patches move little."""
+POSITION_MAX_STEP_PX = 0.5
+"""The largest move of one scan point in one update, in object pixels."""
+POSITION_MAX_PX_FRACTION = 0.125
+"""The largest total correction, as a share of the pattern size N."""
 
 
 class PreconditionedDescent(torch.optim.Optimizer):
@@ -47,7 +62,7 @@ class PreconditionedDescent(torch.optim.Optimizer):
     step, since both depend on the batch."""
 
     def __init__(self, params: list[dict[str, Any]]) -> None:
-        super().__init__(params, {'lr': 1.0})
+        super().__init__(params, {'lr': 1.0, 'max_step': None, 'bound': None})
         self.preconditioners: dict[torch.Tensor, torch.Tensor] = {}
         self.gradient_scale = 1.0
 
@@ -57,7 +72,14 @@ class PreconditionedDescent(torch.optim.Optimizer):
             for param in group['params']:
                 if param.grad is not None:
                     update = param.grad / self.preconditioners[param]
-                    param.sub_(update * (group['lr'] * self.gradient_scale))
+                    update = update * (group['lr'] * self.gradient_scale)
+                    if group['max_step'] is not None:  # positions: bounded, drift-free
+                        update.clamp_(-group['max_step'], group['max_step'])
+                        param.sub_(update)
+                        param.sub_(param.mean(dim=0))
+                        param.clamp_(-group['bound'], group['bound'])
+                    else:
+                        param.sub_(update)
 
 
 class _Refinement:
@@ -83,22 +105,37 @@ class _Refinement:
         groups: list[dict[str, Any]] = [{'params': [self.obj], 'lr': train.refine_learning_rate}]
         if train.probe_refinement:
             groups.append({'params': [self.probe], 'lr': train.probe_learning_rate})
+        positions = torch.as_tensor(ctx.payload.positions, device=ctx.device)
+        self.base = positions.to(torch.float64)
+        self.offsets = torch.zeros_like(self.base, requires_grad=train.position_refinement)
+        self.steps = 0
+        batches = math.ceil(ctx.payload.num_patterns / train.refine_batch_size)
+        self.position_start = train.position_refinement_start * batches
+        if train.position_refinement:
+            groups.append(
+                {
+                    'params': [self.offsets],
+                    'lr': train.position_learning_rate,
+                    'max_step': POSITION_MAX_STEP_PX,
+                    'bound': POSITION_MAX_PX_FRACTION * n,
+                }
+            )
         self.optimizer = PreconditionedDescent(groups)
         steps = max(epochs * math.ceil(ctx.payload.num_patterns / train.refine_batch_size), 1)
         decays = [lambda s: REFINE_FINAL_FRACTION ** (min(s, steps) / steps)]
         decays += [lambda s: 1.0] * (len(groups) - 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decays)
-        positions = torch.as_tensor(ctx.payload.positions, device=ctx.device)
-        self.corners, frac = split_positions(positions, n)
-        self.fractions = frac.to(ctx.real)
 
     def step(self, chosen: np.ndarray) -> torch.Tensor:
         """The batch's mean loss; sets the preconditioners its update will use."""
         ctx = self.ctx
         index = torch.as_tensor(chosen, device=ctx.device)
-        corner = self.corners[index]
+        moving = self.train.position_refinement and self.steps >= self.position_start
+        self.steps += 1
+        offsets = self.offsets[index] if moving else self.offsets[index].detach()
+        corner, frac = split_positions(self.base[index] + offsets, self.n)
         tiles = gather_tiles(self.obj, corner, self.n)
-        probes = shifted_probes(self.probe, self.fractions[index])
+        probes = shifted_probes(self.probe, frac.to(ctx.real))
         predicted = far_field(probes * tiles.unsqueeze(1)).abs().square().sum(dim=1)
         measured = ctx.measured(chosen)
         if self.amplitude:
@@ -115,6 +152,13 @@ class _Refinement:
             if self.train.probe_refinement:
                 seen = tiles.abs().square().sum(dim=0)
                 optimizer.preconditioners[self.probe] = seen + PROBE_DELTA * seen.max()
+            if moving:
+                power = tiles.abs().square()
+                slopes = _probe_slopes(self.probe.detach())
+                curvature = torch.einsum('bhw,ahw->ba', power, slopes)
+                full = torch.ones_like(self.offsets)
+                full[index] = curvature.to(full.dtype) + POSITION_DELTA * float(curvature.max())
+                optimizer.preconditioners[self.offsets] = full
         return term[..., ctx.good_mask].sum() / (len(chosen) * self.good_count)
 
     def current(self) -> tuple[np.ndarray, np.ndarray]:
@@ -122,16 +166,35 @@ class _Refinement:
         image = self.obj.detach().cpu().numpy().astype(self.dtype)
         return image, (self.probe.detach() / self.scale).cpu().numpy()
 
+    def positions(self) -> np.ndarray | None:
+        """The refined positions (K, 2) as (x, y) object pixels; None when they were fixed."""
+        if not self.train.position_refinement:
+            return None
+        return (self.base + self.offsets.detach()).cpu().numpy()
+
     def snapshot(self, epoch: int, last: bool) -> Iterator[Event]:
         if snapshot_due(epoch, last, self.train.snapshot_every):
             image, probe = self.current()
             yield SnapshotEvent('refine', self.ctx.progress, image, probe, self.ctx.history())
 
 
+def _probe_slopes(probe: torch.Tensor) -> torch.Tensor:
+    """``sum_m |dP_m/dx|^2`` and ``sum_m |dP_m/dy|^2`` (2, N, N): the exit wave's sensitivity
+    to a move of the probe, from its Fourier derivative."""
+    n = probe.shape[-1]
+    real = torch.float64 if probe.dtype == torch.complex128 else torch.float32
+    freq = 2j * torch.pi * torch.fft.fftfreq(n, device=probe.device, dtype=real)
+    spectrum = torch.fft.fft2(probe)
+    dx = torch.fft.ifft2(spectrum * freq[None, None, :])
+    dy = torch.fft.ifft2(spectrum * freq[None, :, None])
+    return torch.stack([dx.abs().square().sum(0), dy.abs().square().sum(0)])
+
+
 def refine(
     ctx: RunContext, initial: np.ndarray, epochs: int, goal: int
-) -> Generator[Event, None, tuple[np.ndarray, np.ndarray]]:
-    """Refine from ``initial`` until the stop rule says; returns the object and the probe."""
+) -> Generator[Event, None, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Refine from ``initial`` until the stop rule says; returns the object, the probe and
+    the refined positions (None unless ``position_refinement``)."""
     train = ctx.config.train
     run = _Refinement(ctx, initial, epochs)
     count = ctx.payload.num_patterns
@@ -150,4 +213,5 @@ def refine(
         after_epoch=run.snapshot,
         nan_hint='lower refine_learning_rate (and probe_learning_rate)',
     )
-    return run.current()
+    obj, probe = run.current()
+    return obj, probe, run.positions()

@@ -64,9 +64,18 @@ def reconstruct(
         ctx.progress += 1
         probe = ctx.probe_numpy()
         yield SnapshotEvent('infer', ctx.progress, obj, probe, ctx.history())
+        positions = None
         if n_refine > 0:
-            obj, probe = yield from refine(ctx, obj, n_refine, goal)
-        yield _result(ctx, obj, probe)
+            obj, probe, positions = yield from refine(ctx, obj, n_refine, goal)
+        if positions is not None:
+            moved = np.linalg.norm(positions - payload.positions, axis=1)
+            logger.info(
+                'position refinement: %d scan points moved by %.3f px RMS, %.3f px at most',
+                len(moved),
+                float(np.sqrt(np.mean(moved**2))),
+                float(moved.max()),
+            )
+        yield _result(ctx, obj, probe, positions=positions)
 
     yield from _run(payload, config, model, stages)
 
@@ -146,9 +155,14 @@ def _run(
 
 
 def _result(
-    ctx: RunContext, obj: np.ndarray, probe: np.ndarray, model: TrainedModel | None = None
+    ctx: RunContext,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    model: TrainedModel | None = None,
+    positions: np.ndarray | None = None,
 ) -> ResultEvent:
     return ResultEvent(
+        positions=positions,
         object=obj,
         probe=probe,
         losses=ctx.history(),

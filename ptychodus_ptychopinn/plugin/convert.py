@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 from ptychodus.api.io import TrainingDataFileKeys
 from ptychodus.api.object import Object
 from ptychodus.api.probe import ProbeSequence
+from ptychodus.api.probe_positions import ProbePositionSequence
 from ptychodus.api.product import LossValue, Product
 from ptychodus.api.reconstruct import ReconstructInput
 
@@ -194,8 +195,11 @@ class ProductBuilder:
         object_array: np.ndarray,
         probe_modes: np.ndarray | None,
         losses: list[LossValue],
+        positions_px: np.ndarray | None = None,
     ) -> Product:
-        """``probe_modes`` None keeps the input probe unchanged (no probe refinement)."""
+        """``probe_modes`` None keeps the input probe unchanged (no probe refinement);
+        ``positions_px`` (K, 2) as (x, y) object pixels replaces the scan positions (position
+        refinement), else they are kept."""
         source = self._object
         array = np.asarray(object_array).astype(source.dtype, copy=False)
         obj = Object(
@@ -216,8 +220,32 @@ class ProductBuilder:
             )
         return Product(
             metadata=self.product.metadata,
-            probe_positions=self.product.probe_positions,
+            probe_positions=self._positions(positions_px),
             probes=probes,
             object_=obj,
             losses=losses,
+        )
+
+    def _positions(self, positions_px: np.ndarray | None) -> ProbePositionSequence:
+        """The input positions moved by the refined ones' offsets, in metres (the mapping
+        to object pixels is linear, so the offset times the pixel size is exact)."""
+        original = self.product.probe_positions
+        if positions_px is None:
+            return original
+        geometry = self._object.get_geometry()
+        x0 = geometry.map_probe_positions_to_object_x_px(original)
+        y0 = geometry.map_probe_positions_to_object_y_px(original)
+        moved = np.asarray(positions_px, dtype=float)
+        if moved.shape != (len(original), 2):
+            raise ValueError(f'{moved.shape} refined positions for {len(original)} scan points')
+        pixel = self._object.get_pixel_geometry()
+        return ProbePositionSequence(
+            [
+                replace(
+                    point,
+                    x_m=float(point.x_m + (moved[k, 0] - x0[k]) * pixel.width_m),
+                    y_m=float(point.y_m + (moved[k, 1] - y0[k]) * pixel.height_m),
+                )
+                for k, point in enumerate(original)
+            ]
         )

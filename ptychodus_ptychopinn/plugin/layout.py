@@ -162,9 +162,12 @@ class ProductWriter:
         probe_modes: np.ndarray | None,
         history: Iterable[tuple[int, float]],
         note: str = '',
+        positions_px: np.ndarray | None = None,
     ) -> Product:
-        """``probe_modes`` None keeps the input probe; ``note`` is appended to the comments."""
-        product = self.builder.build(object_array, probe_modes, self.scale.losses(history))
+        """``probe_modes`` None keeps the input probe, ``positions_px`` None the positions;
+        ``note`` is appended to the comments."""
+        losses = self.scale.losses(history)
+        product = self.builder.build(object_array, probe_modes, losses, positions_px)
         if note:
             comments = product.metadata.comments
             text = f'{comments}\n{note}' if comments else note
@@ -178,10 +181,11 @@ class ProductWriter:
         probe_modes: np.ndarray | None,
         history: Iterable[tuple[int, float]],
         note: str = '',
+        positions_px: np.ndarray | None = None,
     ) -> Path:
         """Write a product file atomically; returns its path."""
         target = Path(path)
-        product = self.product(object_array, probe_modes, history, note)
+        product = self.product(object_array, probe_modes, history, note, positions_px)
         with atomic_path(target) as tmp:
             save_product(tmp, product)
         return target

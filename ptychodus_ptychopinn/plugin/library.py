@@ -168,10 +168,12 @@ class _Driver:
         self.history: list[tuple[int, float]] = []
         self.object: np.ndarray | None = None
         self.probe: np.ndarray | None = None
+        self.positions: np.ndarray | None = None
 
     def _output(self, progress: int, initial: np.ndarray) -> ReconstructOutput:
         obj = initial if self.object is None else self.object
-        product = self.builder.build(obj, self.probe, self.scale.losses(self.history))
+        losses = self.scale.losses(self.history)
+        product = self.builder.build(obj, self.probe, losses, self.positions)
         return ReconstructOutput(product=product, progress=progress)
 
     def drive(
@@ -214,7 +216,8 @@ class _Driver:
                 last = event.progress
             elif isinstance(event, ResultEvent):
                 self._take(event.object, event.probe, refine_probe)
-                if event.progress != last:
+                self.positions = event.positions
+                if event.positions is not None or event.progress != last:
                     yield self._output(event.progress, initial)
                     last = event.progress
         if pending is not None:

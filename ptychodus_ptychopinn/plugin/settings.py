@@ -68,6 +68,11 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('RefineLoss', 'refine_loss', 'text', 'refinement loss: amplitude or poisson'),
     KeySpec('Schedule', 'schedule', 'text', 'learning-rate schedule: cosine or constant'),
     KeySpec('ProbeRefinement', 'probe_refinement', 'switch', 'refine the probe too'),
+    KeySpec('PositionRefinement', 'position_refinement', 'switch', 'refine the scan positions'),
+    KeySpec('PositionLearningRate', 'position_learning_rate', 'real', 'position step (1: full)'),
+    KeySpec(
+        'PositionRefinementStart', 'position_refinement_start', 'int', 'epochs before moving them'
+    ),
     KeySpec('LearnScale', 'learn_scale', 'switch', 'learn the intensity scale'),
     KeySpec('SnapshotEvery', 'snapshot_every', 'int', 'epochs between object snapshots'),
     KeySpec('FitTimeLimit', 'fit_time_limit', 'real', 'seconds for the network fit (0: none)'),

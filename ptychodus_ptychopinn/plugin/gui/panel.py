@@ -93,6 +93,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec('Gridsize', 'Gridsize:', 'int', 1, 3),
     FieldSpec('Width', 'Network Width:', 'int', 4, 256),
     FieldSpec('ProbeRefinement', 'Probe Refinement:', 'switch'),
+    FieldSpec('PositionRefinement', 'Position Refinement:', 'switch'),
     FieldSpec('RefineTimeLimit', 'Refine Time Limit (s):', 'real', 0.0, 1e7),
     FieldSpec('PlateauPatience', 'Plateau Patience:', 'int', 0, 100_000),
     FieldSpec('PlateauTolerance', 'Plateau Tolerance:', 'real', 0.0, 1.0),
@@ -142,6 +143,8 @@ def describe_preset(name: str) -> str:
     ]
     if values.get('probe_refinement'):
         parts.append('probe refinement')
+    if values.get('position_refinement'):
+        parts.append('position refinement')
     return ', '.join(parts)
 
 
