@@ -11,6 +11,14 @@ one JSON line: ``frc_auc``, ``frc_half_bit_nm`` (null only if the curve never fa
 half-bit threshold), ``frc_one_seventh_nm``, ``wall_s`` (both halves), plus ``preset``,
 ``seconds_per_half`` and ``load_avg_1min``. The reference (pty-chi LSQML, 200 epochs per half,
 ptychodus batch mode): AUC 0.354, half-bit 47.7 nm, 88 s per half.
+
+    .venv-bench/bin/python bench/realdata.py --json --lsqml .venv-bench/bin/python \
+        --figure docs/siemens_odd_even_vs_lsqml.png
+
+``--lsqml PYTHON`` also runs pty-chi's LSQML (``--lsqml-epochs``, default 200, ptychodus's
+pty-chi defaults, CPU) on the same two halves through ``ptychodus -b reconstruct`` in that
+environment (``bash bench/setup_ptychi.sh``) and adds its scores and times under ``lsqml``;
+``--figure FILE.png`` draws both methods' halves and FRC curves side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ N = 128
 PIXEL_M = 10e-9
 DETECTOR_PIXEL_M = 75e-6
 ENERGY_EV = 10_000.0
+FRC_KEYS = ('frc_auc', 'frc_half_bit_nm', 'frc_one_seventh_nm')
 
 
 def write_star_layout(directory: Path, data_path: Path = DATA) -> Path:
@@ -124,7 +133,14 @@ def _cli(*args: str) -> str:
     return out.getvalue()
 
 
-def measure(work: Path, preset: str, extra: list[str]) -> dict[str, object]:
+def measure(
+    work: Path,
+    preset: str,
+    extra: list[str],
+    lsqml: str | None = None,
+    lsqml_epochs: int = 200,
+    figure: Path | None = None,
+) -> dict[str, object]:
     full = write_star_layout(work / 'full')
     _cli('split', str(full), str(work / 'odd'), str(work / 'even'))
     seconds = {}
@@ -139,13 +155,38 @@ def measure(work: Path, preset: str, extra: list[str]) -> dict[str, object]:
         _cli('frc', str(work / 'odd.h5'), str(work / 'even.h5'), '--json', '--png',
              str(work / 'frc.png'))
     )  # fmt: skip
-    return {
+    result: dict[str, object] = {
         **score,
         'wall_s': round(sum(seconds.values()), 1),
         'seconds_per_half': {k: round(v, 1) for k, v in seconds.items()},
         'preset': preset,
         'load_avg_1min': round(os.getloadavg()[0], 2),
     }
+    if lsqml is None and figure is None:
+        return result
+    from ptychodus_ptychopinn.plugin.frc import frc_products
+
+    curves = {preset: frc_products(work / 'odd.h5', work / 'even.h5')}
+    if lsqml is not None:
+        from side_by_side import run_lsqml_half
+
+        products, lsqml_seconds = {}, {}
+        for half in ('odd', 'even'):
+            products[half], lsqml_seconds[half] = run_lsqml_half(
+                work / half, work, lsqml, lsqml_epochs
+            )
+        curves['LSQML'] = frc_products(products['odd'], products['even'])
+        result['lsqml'] = {
+            **{key: curves['LSQML'][key] for key in FRC_KEYS},
+            'epochs': lsqml_epochs,
+            'wall_s': round(sum(lsqml_seconds.values()), 1),
+            'seconds_per_half': {k: round(v, 1) for k, v in lsqml_seconds.items()},
+        }
+    if figure is not None:
+        from side_by_side import plot_side_by_side
+
+        plot_side_by_side(curves, figure)
+    return result
 
 
 def main() -> None:
@@ -158,15 +199,22 @@ def main() -> None:
     parser.add_argument(
         '--set', action='append', default=[], metavar='KEY=VALUE', help='extra config keys'
     )
+    parser.add_argument(
+        '--lsqml', metavar='PYTHON', help='also run LSQML with this interpreter (pty-chi)'
+    )
+    parser.add_argument('--lsqml-epochs', type=int, default=200, help='LSQML epochs per half')
+    parser.add_argument('--figure', metavar='FILE.png', help='plot the halves and FRC curves')
     args = parser.parse_args()
     if not DATA.exists():
         sys.exit(f'the Siemens-star data is not at {DATA} (../shared/data beside the checkout)')
     extra = [item for pair in args.set for item in ('--set', pair)]
+    figure = Path(args.figure).resolve() if args.figure else None
+    options = {'lsqml': args.lsqml, 'lsqml_epochs': args.lsqml_epochs, 'figure': figure}
     if args.keep:
-        result = measure(Path(args.keep), args.preset, extra)
+        result = measure(Path(args.keep), args.preset, extra, **options)
     else:
         with tempfile.TemporaryDirectory() as work:
-            result = measure(Path(work), args.preset, extra)
+            result = measure(Path(work), args.preset, extra, **options)
     if args.json:
         print(json.dumps(result))
     else:
