@@ -80,6 +80,7 @@ class TrainConfig:
     refine_learning_rate: float = 2.0
     refine_batch_size: int = 32
     refine_loss: str = 'amplitude'
+    refine_average_epochs: float = 3.0
     snapshot_every: int = 1
     fit_time_limit: float = 0.0
     refine_time_limit: float = 0.0
@@ -101,6 +102,7 @@ class TrainConfig:
         _check_float_range('refine_learning_rate', self.refine_learning_rate, 1e-6, 10.0)
         _check_int_range('refine_batch_size', self.refine_batch_size, 1, 65536)
         _check_choice('refine_loss', self.refine_loss, LOSSES)
+        _check_float_range('refine_average_epochs', self.refine_average_epochs, 0.0, 1000.0)
         _check_int_range('snapshot_every', self.snapshot_every, 1, 100_000)
         _check_float_range('fit_time_limit', self.fit_time_limit, 0.0, 1e7)
         _check_float_range('refine_time_limit', self.refine_time_limit, 0.0, 1e7)

@@ -178,3 +178,21 @@ def test_position_refinement_leaves_right_positions_alone() -> None:
     assert _position_error(moved.positions, scan.positions_px) < 0.1
     assert moved_score['amp_ssim'] > fixed_score['amp_ssim'] - 0.01, (fixed_score, moved_score)
     assert moved_score['phase_ssim'] > fixed_score['phase_ssim'] - 0.01, (fixed_score, moved_score)
+
+
+@pytest.mark.parametrize(('kind', 'seed'), [('fractal', 5), ('dead_leaves', 6)])
+def test_iterate_averaging_lowers_the_noise_at_low_dose(kind: str, seed: int) -> None:
+    scan = simulate_scan(
+        pattern_size=64,
+        num_positions=300,
+        photons_per_pattern=1e4,
+        object_kind=kind,
+        phase_range_rad=3.0,
+        seed=seed,
+    )
+    _, last = _run(scan, refine_epochs=60, refine_average_epochs=0.0)
+    _, averaged = _run(scan, refine_epochs=60, refine_average_epochs=3.0)
+    # measured (fractal and dead leaves, seeds 5-7): amplitude SSIM +0.004 to +0.009, phase
+    # +0.0003 to +0.0015 on every scan (e.g. fractal 5: 0.868 / 0.940 -> 0.874 / 0.940)
+    assert averaged['amp_ssim'] > last['amp_ssim'] + 0.002, (last, averaged)
+    assert averaged['phase_ssim'] > last['phase_ssim'] - 0.001, (last, averaged)

@@ -15,6 +15,14 @@ object with an absolute probe step gave 0.07; this update with the amplitude los
 The intensity scale found so far is folded into the probe while refining and divided out of
 the probe returned, so the product keeps the input's probe normalisation.
 
+The object returned (and shown in snapshots) is a running average of the iterates over the
+last ``refine_average_epochs`` epochs, or 3% of the steps so far if that is shorter (a
+window that grows with the run, so a short or still-converging run is not dragged back to
+its start). Each minibatch step pulls its patches towards that batch's noisy patterns; the
+average removes that step-to-step noise. Measured (100 epochs, 3 epochs' average, fractal
+and dead-leaves objects at 1e4 photons, N = 64 and 128, 4 scans): amplitude SSIM +0.006 to
++0.012 and phase SSIM +0.000 to +0.003 on every scan, nothing lost at 1e6.
+
 Position refinement (``position_refinement``, from ``position_refinement_start`` epochs on)
 moves each scan point by a Gauss-Newton step on its own exit wave,
 
@@ -48,6 +56,8 @@ PROBE_DELTA = 0.05
 """Probe regulariser, a share of the batch's brightest summed object intensity."""
 REFINE_FINAL_FRACTION = 0.3
 """The object step at the epoch ceiling, as a share of the first one."""
+AVERAGE_RUN_SHARE = 0.03
+"""The averaging window never exceeds this share of the steps taken so far."""
 POSITION_DELTA = 0.05
 """Position regulariser, a share of the batch's largest curvature: flat patches move little."""
 POSITION_MAX_STEP_PX = 0.5
@@ -109,8 +119,10 @@ class _Refinement:
         self.base = positions.to(torch.float64)
         self.offsets = torch.zeros_like(self.base, requires_grad=train.position_refinement)
         self.steps = 0
-        batches = math.ceil(ctx.payload.num_patterns / train.refine_batch_size)
-        self.position_start = train.position_refinement_start * batches
+        self.batches = math.ceil(ctx.payload.num_patterns / train.refine_batch_size)
+        self.average: torch.Tensor | None = None
+        self.averaged_steps = 0
+        self.position_start = train.position_refinement_start * self.batches
         if train.position_refinement:
             groups.append(
                 {
@@ -121,7 +133,7 @@ class _Refinement:
                 }
             )
         self.optimizer = PreconditionedDescent(groups)
-        steps = max(epochs * math.ceil(ctx.payload.num_patterns / train.refine_batch_size), 1)
+        steps = max(epochs * self.batches, 1)
         decays = [lambda s: REFINE_FINAL_FRACTION ** (min(s, steps) / steps)]
         decays += [lambda s: 1.0] * (len(groups) - 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decays)
@@ -132,6 +144,7 @@ class _Refinement:
         index = torch.as_tensor(chosen, device=ctx.device)
         moving = self.train.position_refinement and self.steps >= self.position_start
         self.steps += 1
+        self._accumulate(self.steps - 1)  # the object as the previous step left it
         offsets = self.offsets[index] if moving else self.offsets[index].detach()
         corner, frac = split_positions(self.base[index] + offsets, self.n)
         tiles = gather_tiles(self.obj, corner, self.n)
@@ -161,9 +174,25 @@ class _Refinement:
                 optimizer.preconditioners[self.offsets] = full
         return term[..., ctx.good_mask].sum() / (len(chosen) * self.good_count)
 
+    def _accumulate(self, updates: int) -> None:
+        """Fold the object after ``updates`` optimiser steps into the running average."""
+        horizon = self.train.refine_average_epochs * self.batches
+        if horizon <= 0 or updates == 0 or updates == self.averaged_steps:
+            return
+        self.averaged_steps = updates
+        weight = max(1.0 / horizon, 1.0 / (AVERAGE_RUN_SHARE * updates))
+        with torch.no_grad():
+            if self.average is None or weight >= 1.0:
+                self.average = self.obj.detach().clone()
+            else:
+                self.average.add_(self.obj.detach() - self.average, alpha=weight)
+
     def current(self) -> tuple[np.ndarray, np.ndarray]:
-        """The object (input dtype) and the probe in the input's normalisation."""
-        image = self.obj.detach().cpu().numpy().astype(self.dtype)
+        """The object (input dtype, averaged over the last steps) and the probe in the
+        input's normalisation."""
+        self._accumulate(self.steps)  # called between epochs: every step has been applied
+        source = self.obj if self.average is None else self.average
+        image = source.detach().cpu().numpy().astype(self.dtype)
         return image, (self.probe.detach() / self.scale).cpu().numpy()
 
     def positions(self) -> np.ndarray | None:

@@ -66,6 +66,12 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('Layers', 'layers', 'int', 'physics layers of the unrolled network'),
     KeySpec('Loss', 'loss', 'text', 'network-fit loss: poisson or amplitude'),
     KeySpec('RefineLoss', 'refine_loss', 'text', 'refinement loss: amplitude or poisson'),
+    KeySpec(
+        'RefineAverageEpochs',
+        'refine_average_epochs',
+        'real',
+        'epochs the returned object averages over (0: the last step)',
+    ),
     KeySpec('Schedule', 'schedule', 'text', 'learning-rate schedule: cosine or constant'),
     KeySpec('ProbeRefinement', 'probe_refinement', 'switch', 'refine the probe too'),
     KeySpec('PositionRefinement', 'position_refinement', 'switch', 'refine the scan positions'),
