@@ -181,11 +181,10 @@ class _Refinement:
             return
         self.averaged_steps = updates
         weight = max(1.0 / horizon, 1.0 / (AVERAGE_RUN_SHARE * updates))
-        with torch.no_grad():
-            if self.average is None or weight >= 1.0:
-                self.average = self.obj.detach().clone()
-            else:
-                self.average.add_(self.obj.detach() - self.average, alpha=weight)
+        if self.average is None or weight >= 1.0:
+            self.average = self.obj.detach().clone()
+        else:
+            self.average.lerp_(self.obj.detach(), weight)  # in place: no temporary per step
 
     def current(self) -> tuple[np.ndarray, np.ndarray]:
         """The object (input dtype, averaged over the last steps) and the probe in the
