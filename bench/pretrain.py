@@ -78,7 +78,7 @@ def _payload(directory: Path, model: Any, preset: str = 'standard') -> tuple[Any
     layout = load_layout(directory)
     overrides: dict[str, Any] = {'device': 'cpu'}
     if model is not None:
-        for key in ('gridsize', 'width', 'generator', 'amp_max', 'layers'):
+        for key in ('gridsize', 'width', 'generator', 'amp_max', 'layers', 'tail_layers'):
             overrides[key] = getattr(model.config.model, key)
     return layout, layout.arrays.payload(preset=preset, overrides=overrides)
 

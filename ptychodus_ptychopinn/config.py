@@ -18,7 +18,8 @@ from .errors import ConfigError
 GENERATORS = ('cnn', 'unrolled')
 OBJECT_FAMILIES = ('dead_leaves', 'blocks', 'blobs')
 LOSSES = ('poisson', 'amplitude')
-PRECISIONS = ('float32', 'float64')
+PRECISIONS = ('float32', 'float64', 'mixed')
+"""``mixed``: float32 physics, the network's convolutions in bfloat16 (``model.precision``)."""
 SCHEDULES = ('cosine', 'constant')
 GRIDSIZES = (1, 2, 3)
 SUPPORTED_N = (32, 64, 128, 256)
@@ -35,6 +36,9 @@ class ModelConfig:
     amp_max: float = 2.0
     layers: int = 8
     """Physics layers of the ``unrolled`` generator (the ``cnn`` generator ignores it)."""
+    tail_layers: int = 8
+    """Plain data-consistency layers after the learned ones (``unrolled`` only): no weights,
+    the same physics without the learned correction (docs/pretraining.md: measured gain)."""
 
     def validate(self) -> None:
         _check_choice('n', self.n, SUPPORTED_N, hint='crop or bin the patterns in ptychodus')
@@ -43,6 +47,7 @@ class ModelConfig:
         _check_int_range('width', self.width, 4, 256)
         _check_float_range('amp_max', self.amp_max, 0.1, 100.0)
         _check_int_range('layers', self.layers, 1, 32)
+        _check_int_range('tail_layers', self.tail_layers, 0, 64)
         if self.generator == 'unrolled' and self.gridsize < 2:
             raise ConfigError(
                 'gridsize',

@@ -34,6 +34,7 @@ def test_every_preset_is_valid_and_uses_the_overlap_constraint() -> None:
         (None, {'learning_rate': float('nan')}, 'learning_rate'),
         (None, {'deterministic': 'yes'}, 'deterministic'),
         (None, {'precision': 'float16'}, 'precision'),
+        (None, {'tail_layers': -1}, 'tail_layers'),
         (None, {'no_such_key': 1}, 'key'),
     ],
 )
@@ -54,6 +55,14 @@ def test_config_round_trips_through_a_dict_and_is_frozen() -> None:
     assert PinnConfig.from_dict(config.to_dict()) == config
     with pytest.raises(AttributeError):
         config.model.width = 3  # type: ignore[misc]
+
+
+def test_model_files_written_before_tail_layers_existed_get_the_default() -> None:
+    """The tail has no weights, so an older file (no ``tail_layers`` in its config) loads and
+    runs with the default tail."""
+    stored = resolve_config('standard').pinn.to_dict()
+    del stored['model']['tail_layers']
+    assert PinnConfig.from_dict(stored).model.tail_layers == 8
 
 
 def test_execution_keys_are_not_part_of_the_model_config() -> None:

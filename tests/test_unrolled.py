@@ -82,7 +82,7 @@ def test_physics_layers_alone_fit_the_data_better_with_depth(scan) -> None:
     weight = weight / weight.max()
 
     def errors(layers: int) -> tuple[float, float]:
-        config = ModelConfig(n=32, generator='unrolled', width=4, layers=layers)
+        config = ModelConfig(n=32, generator='unrolled', width=4, layers=layers, tail_layers=0)
         net = UnrolledGenerator(config).double()
         with torch.no_grad():
             windows, predicted = net(torch.sqrt(counts), offsets, physics, canvas, with_counts=True)
@@ -96,3 +96,23 @@ def test_physics_layers_alone_fit_the_data_better_with_depth(scan) -> None:
     flat, shallow, deep = errors(0), errors(3), errors(20)
     assert deep[0] < shallow[0] < flat[0]
     assert deep[1] < 0.8 * flat[1]
+
+
+def test_tail_layers_are_the_learned_layers_without_their_correction(scan) -> None:
+    """Known answer: with untrained correctors (zero) and unit steps, L learned layers plus T
+    tail layers are exactly L + T learned layers; the tail has no weights of its own."""
+    _, counts, offsets, physics, canvas = _group_inputs(scan)
+
+    def windows(layers: int, tail: int) -> torch.Tensor:
+        config = ModelConfig(n=32, generator='unrolled', width=4, layers=layers, tail_layers=tail)
+        net = UnrolledGenerator(config).double()
+        with torch.no_grad():
+            return net(torch.sqrt(counts), offsets, physics, canvas)
+
+    split, whole = windows(2, 3), windows(5, 0)
+    assert torch.allclose(split, whole, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(split, windows(2, 0), atol=1e-3)
+    with_tail = UnrolledGenerator(ModelConfig(n=32, generator='unrolled', layers=2, tail_layers=3))
+    bare = UnrolledGenerator(ModelConfig(n=32, generator='unrolled', layers=2, tail_layers=0))
+    shapes = {k: v.shape for k, v in with_tail.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in bare.state_dict().items()}

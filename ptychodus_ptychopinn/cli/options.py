@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import (
     DEFAULT_PRESET,
     KEYS,
+    PRECISIONS,
     PRESETS,
     ExecutionConfig,
     ModelConfig,
@@ -36,7 +37,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers')
+ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers', 'tail_layers')
 """Keys a loaded model fixes: a model is only usable with the architecture it was built with."""
 MODEL_SUFFIX = '.safetensors'
 
@@ -156,7 +157,9 @@ def add_execution_options(parser: argparse.ArgumentParser) -> None:
         help='use deterministic algorithms only (same seed, same result; can be slower)',
     )
     group.add_argument(
-        '--precision', choices=('float32', 'float64'), help='floating-point precision'
+        '--precision',
+        choices=PRECISIONS,
+        help='floating-point precision (mixed: the network in bfloat16, the physics in float32)',
     )
 
 

@@ -19,6 +19,7 @@ from ..config import ExecutionConfig, PinnConfig
 from ..device import release_memory, resolve_device
 from ..factory import Payload
 from ..model.pinn import Pinn
+from ..model.precision import network_dtype, set_network_precision
 from ..physics.losses import LOSS_FUNCTIONS
 from ..physics.propagation import initial_intensity_scale
 from ..stitch import Stitcher
@@ -77,6 +78,7 @@ class RunContext:
         if model is not None:
             self._pinn.generator.load_state_dict(model.state)
         self._pinn.to(device=device, dtype=self.real)
+        set_network_precision(self._pinn.generator, network_dtype(execution.precision))
         self.good: torch.Tensor | None = torch.as_tensor(payload.good, device=device)
         self._good_np = np.asarray(payload.good)
         self.loss_fn = LOSS_FUNCTIONS[config.train.loss]

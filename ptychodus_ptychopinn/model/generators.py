@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .precision import network_autocast
 
 BOTTLENECK = 8
 
@@ -67,6 +68,7 @@ class CnnGenerator(nn.Module):
         self.amplitude = _Decoder(reversed_widths, channels)
         self.phase = _Decoder(reversed_widths, channels)
         self.amp_max = config.amp_max
+        self.autocast_dtype: torch.dtype | None = None
         # Start from a flat, unit-amplitude object: sigmoid(b) * amp_max = 1.
         p = 1.0 / config.amp_max
         amplitude_bias, phase_bias = self.amplitude.head.bias, self.phase.head.bias
@@ -78,9 +80,11 @@ class CnnGenerator(nn.Module):
             phase_bias.zero_()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.encoder(x)
-        amplitude = self.amp_max * torch.sigmoid(self.amplitude(features))
-        phase = torch.pi * torch.tanh(self.phase(features))
+        with network_autocast(x, self.autocast_dtype):
+            features = self.encoder(x)
+            amp_logits, phase_logits = self.amplitude(features), self.phase(features)
+        amplitude = self.amp_max * torch.sigmoid(amp_logits.to(x.dtype))
+        phase = torch.pi * torch.tanh(phase_logits.to(x.dtype))
         return amplitude, phase
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..physics.grid import shifted_probes
 from ..physics.illumination import energy_box
+from .precision import network_autocast
 
 PRECONDITIONER_DELTA = 0.1
 """Regulariser of the illumination normalisation, a share of the group's brightest pixel."""
@@ -107,6 +108,8 @@ class UnrolledGenerator(nn.Module):
         self.correctors = nn.ModuleList(
             _SmallUNet(FEATURES, 2, config.width) for _ in range(layers)
         )
+        self.tail_layers = config.tail_layers
+        self.autocast_dtype: torch.dtype | None = None
 
     def forward(
         self,
@@ -132,14 +135,9 @@ class UnrolledGenerator(nn.Module):
         lit_norm = lit / lit_max
         rows, cols = energy_box(lit)
         x = torch.ones((b, canvas, canvas), dtype=cplx, device=inputs.device)
+        group = _Group(probes, index, amplitude, good, preconditioner, c, n, canvas)
         for step, corrector in zip(self.steps, self.correctors):
-            windows = _take(x, index, c, n)
-            far = torch.fft.fft2(probes * windows[:, :, None], norm='ortho')
-            modulus = torch.sqrt(far.abs().square().sum(dim=2, keepdim=True) + 1e-12)
-            ratio = torch.where(good, amplitude[:, :, None] / modulus, 1.0)
-            back = torch.fft.ifft2((ratio - 1.0) * far, norm='ortho')
-            residual = (probes.conj() * back).sum(dim=2)  # (B, C, N, N)
-            delta = _place(residual, index, b, canvas) / preconditioner
+            delta = group.consistency(x)
             # The CNN sees only the lit part of the canvas, where the object is measured.
             xc, dc = x[:, rows, cols], delta[:, rows, cols]
             features = torch.stack(
@@ -147,16 +145,44 @@ class UnrolledGenerator(nn.Module):
                  lit_norm[:, rows, cols]],
                 dim=1,
             ).to(real)  # fmt: skip
-            correction = corrector(features)
+            with network_autocast(features, self.autocast_dtype):
+                correction = corrector(features).to(real)
             update = torch.zeros_like(x)
             update[:, rows, cols] = torch.complex(correction[:, 0], correction[:, 1])
             x = x + step * delta + update
+        for _ in range(self.tail_layers):
+            x = x + group.consistency(x)
         windows = _take(x, index, c, n)
         if not with_counts:
             return windows
         far = torch.fft.fft2(probes * windows[:, :, None], norm='ortho')
         counts = torch.fft.fftshift(far.abs().square().sum(dim=2), dim=(-2, -1))
         return windows, counts
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What one data-consistency step over a batch of group canvases needs."""
+
+    probes: torch.Tensor  # (B, C, M, N, N), shifted by each window's fraction
+    index: torch.Tensor  # (B, C * N * N) flat canvas indices of the windows
+    amplitude: torch.Tensor  # (B, C, N, N) measured moduli, DC at the corner
+    good: torch.Tensor  # (N, N), DC at the corner
+    preconditioner: torch.Tensor  # (B, S, S)
+    c: int
+    n: int
+    canvas: int
+
+    def consistency(self, x: torch.Tensor) -> torch.Tensor:
+        """``D(x)``: the illumination-normalised correction that replaces every window's
+        far-field modulus by the measured one (bad pixels keep the model's)."""
+        windows = _take(x, self.index, self.c, self.n)
+        far = torch.fft.fft2(self.probes * windows[:, :, None], norm='ortho')
+        modulus = torch.sqrt(far.abs().square().sum(dim=2, keepdim=True) + 1e-12)
+        ratio = torch.where(self.good, self.amplitude[:, :, None] / modulus, 1.0)
+        back = torch.fft.ifft2((ratio - 1.0) * far, norm='ortho')
+        residual = (self.probes.conj() * back).sum(dim=2)  # (B, C, N, N)
+        return _place(residual, self.index, x.shape[0], self.canvas) / self.preconditioner
 
 
 def _canvas_index(corner: torch.Tensor, n: int, canvas: int) -> torch.Tensor:

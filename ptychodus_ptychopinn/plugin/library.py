@@ -63,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = 'PINN'
 TRAINING_DATA_FILTER = 'PINN training data (*.h5)'
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers')
+ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers', 'tail_layers')
 _HANDLED = (PinnError, FloatingPointError)
 
 

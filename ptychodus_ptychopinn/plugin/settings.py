@@ -64,6 +64,7 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('Generator', 'generator', 'text', 'network architecture'),
     KeySpec('AmpMax', 'amp_max', 'real', 'largest object amplitude the network can output'),
     KeySpec('Layers', 'layers', 'int', 'physics layers of the unrolled network'),
+    KeySpec('TailLayers', 'tail_layers', 'int', 'plain physics layers after the learned ones'),
     KeySpec('Loss', 'loss', 'text', 'network-fit loss: poisson or amplitude'),
     KeySpec('RefineLoss', 'refine_loss', 'text', 'refinement loss: amplitude or poisson'),
     KeySpec(
@@ -99,7 +100,7 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('NumThreads', 'num_threads', 'int', 'CPU threads (0: torch decides)'),
     KeySpec('Seed', 'seed', 'int', 'random seed'),
     KeySpec('Deterministic', 'deterministic', 'switch', 'force deterministic algorithms'),
-    KeySpec('Precision', 'precision', 'text', 'float32 or float64'),
+    KeySpec('Precision', 'precision', 'text', 'float32, float64 or mixed'),
 )
 """Keys whose unset value defers to the preset (or the engine default)."""
 
