@@ -196,3 +196,48 @@ def test_iterate_averaging_lowers_the_noise_at_low_dose(kind: str, seed: int) ->
     # +0.0003 to +0.0015 on every scan (e.g. fractal 5: 0.868 / 0.940 -> 0.874 / 0.940)
     assert averaged['amp_ssim'] > last['amp_ssim'] + 0.002, (last, averaged)
     assert averaged['phase_ssim'] > last['phase_ssim'] - 0.001, (last, averaged)
+
+
+@pytest.mark.parametrize(('photons', 'switched'), [(1e3, True), (1e6, False)])
+def test_final_batch_grows_only_at_low_dose(photons: float, switched: bool) -> None:
+    """Known answer: 60 points in batches of 32 are 2 steps an epoch; at low dose (under
+    FINAL_BATCH_MAX_COUNTS per pixel: 1e3 photons on 32 x 32 is ~1) the last 30% of a
+    10-epoch ceiling take one batch of 32 x 8; at 1e6 photons every epoch keeps 2 steps."""
+    from ptychodus_ptychopinn.engine import BatchEvent
+    from ptychodus_ptychopinn.engine.refine import FINAL_BATCH_FACTOR, FINAL_BATCH_SHARE
+
+    scan = simulate_scan(pattern_size=32, num_positions=60, photons_per_pattern=photons, seed=3)
+    payload = build_payload(
+        scan.counts, scan.bad_pixels, scan.probe_modes, scan.positions_px,
+        scan.product.object_.get_array()[0], preset='fast',
+        overrides={**BASE, 'refine_epochs': 10, 'refine_batch_size': 32},
+    )  # fmt: skip
+    steps: dict[int, int] = {}
+    for event in reconstruct(payload):
+        if isinstance(event, BatchEvent) and event.stage == 'refine':
+            steps[event.epoch] = event.num_batches
+    assert FINAL_BATCH_FACTOR * 32 >= 60 and FINAL_BATCH_SHARE == 0.3
+    expected = [2] * 7 + ([1] * 3 if switched else [2] * 3)
+    assert [steps[e] for e in sorted(steps)] == expected
+
+
+@pytest.mark.parametrize(('kind', 'seed'), [('fractal', 7), ('dead_leaves', 6)])
+def test_larger_final_batch_lowers_the_noise_at_low_dose(
+    kind: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan = simulate_scan(
+        pattern_size=64,
+        num_positions=300,
+        photons_per_pattern=1e4,
+        object_kind=kind,
+        phase_range_rad=3.0,
+        seed=seed,
+    )
+    _, larger = _run(scan, refine_epochs=60)
+    monkeypatch.setattr('ptychodus_ptychopinn.engine.refine.FINAL_BATCH_FACTOR', 1)
+    _, same = _run(scan, refine_epochs=60)
+    # measured (60 epochs, 3 epochs' average, 2.4 counts per pixel): fractal 5 / 7 and dead
+    # leaves 6: amplitude SSIM +0.003 to +0.007, phase +0.0008 to +0.0041 (fractal 7:
+    # 0.868 / 0.934 -> 0.875 / 0.938); N = 128 at 1e4, 100 epochs: phase +0.0075 to +0.0091
+    assert larger['amp_ssim'] > same['amp_ssim'] + 0.002, (same, larger)
+    assert larger['phase_ssim'] > same['phase_ssim'] + 0.0003, (same, larger)

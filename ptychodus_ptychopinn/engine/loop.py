@@ -72,7 +72,7 @@ def run_epochs(
     stop: StopRule,
     goal: int,
     order: Callable[[], np.ndarray],
-    batch_size: int,
+    batch_size: int | Callable[[int], int],
     step: Callable[[np.ndarray], torch.Tensor],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -91,6 +91,8 @@ def run_epochs(
     ceiling, so progress goals stay what they were announced as. Ends with a
     :class:`StageEndEvent`.
 
+    ``batch_size`` may be a function of the epoch (0-based).
+
     ``before_step()`` runs between the backward pass and the optimiser step (gradient
     clipping). Progress advances one unit per epoch over ``stop.max_epochs`` units, unless a
     stage whose length is a time budget announces its own ``units`` and maps the epochs done
@@ -106,10 +108,11 @@ def run_epochs(
         start = time.perf_counter()
         items = order()
         count = len(items)
-        num_batches = math.ceil(count / batch_size)
+        size = batch_size(epoch) if callable(batch_size) else batch_size
+        num_batches = math.ceil(count / size)
         total = 0.0
         for b in range(num_batches):
-            chosen = items[b * batch_size : (b + 1) * batch_size]
+            chosen = items[b * size : (b + 1) * size]
             loss = step(chosen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

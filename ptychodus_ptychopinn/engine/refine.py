@@ -23,6 +23,13 @@ average removes that step-to-step noise. Measured (100 epochs, 3 epochs' average
 and dead-leaves objects at 1e4 photons, N = 64 and 128, 4 scans): amplitude SSIM +0.006 to
 +0.012 and phase SSIM +0.000 to +0.003 on every scan, nothing lost at 1e6.
 
+At low dose (under ``FINAL_BATCH_MAX_COUNTS`` mean counts per good detector pixel) the last
+``FINAL_BATCH_SHARE`` of the epoch ceiling runs with batches ``FINAL_BATCH_FACTOR`` times larger:
+less step noise once the low spatial frequencies have converged. Measured (N = 128, 1e4 photons,
+0.6 counts per pixel, 100 epochs, fractal scan seeds 0-2): phase SSIM +0.0075 to +0.0091; N = 64
+at 1e4 +0.001 to +0.004; but at 1e5 and 1e6 a dead-leaves scan still converging at the ceiling
+lost 0.005-0.016, hence the dose gate (docs/benchmarks.md).
+
 Position refinement (``position_refinement``, from ``position_refinement_start`` epochs on)
 moves each scan point by a Gauss-Newton step on its own exit wave,
 
@@ -56,6 +63,16 @@ PROBE_DELTA = 0.05
 """Probe regulariser, a share of the batch's brightest summed object intensity."""
 REFINE_FINAL_FRACTION = 0.3
 """The object step at the epoch ceiling, as a share of the first one."""
+FINAL_BATCH_FACTOR = 8
+"""At low dose the refine batch is this many times larger over the last
+``FINAL_BATCH_SHARE`` of the epoch ceiling (less step noise once the low spatial
+frequencies have converged)."""
+FINAL_BATCH_SHARE = 0.3
+"""The share of the epoch ceiling, at its end, refined with the larger batch."""
+FINAL_BATCH_MAX_COUNTS = 3.0
+"""Low dose: mean counts per good detector pixel below this (1e4 photons per pattern: 0.6 at
+N = 128, 2.4 at N = 64; 1e5 at N = 128: 6.1). Above it the step noise is small and a
+still-converging run (dead leaves at 1e5 and 1e6) only loses by the larger batch."""
 AVERAGE_RUN_SHARE = 0.03
 """The averaging window never exceeds this share of the steps taken so far."""
 POSITION_DELTA = 0.05
@@ -119,6 +136,11 @@ class _Refinement:
         self.base = positions.to(torch.float64)
         self.offsets = torch.zeros_like(self.base, requires_grad=train.position_refinement)
         self.steps = 0
+        self.epochs = max(epochs, 1)
+        low_dose = ctx.payload.mean_total_counts / self.good_count < FINAL_BATCH_MAX_COUNTS
+        self.switch = epochs - round(FINAL_BATCH_SHARE * epochs) if low_dose else epochs
+        self.epoch = -1  # the epoch under way (order() starts each)
+        self.epoch_steps = 0  # steps taken in it
         self.batches = math.ceil(ctx.payload.num_patterns / train.refine_batch_size)
         self.average: torch.Tensor | None = None
         self.averaged_steps = 0
@@ -133,10 +155,27 @@ class _Refinement:
                 }
             )
         self.optimizer = PreconditionedDescent(groups)
-        steps = max(epochs * self.batches, 1)
-        decays = [lambda s: REFINE_FINAL_FRACTION ** (min(s, steps) / steps)]
+        decays = [lambda s: REFINE_FINAL_FRACTION ** self._done()]
         decays += [lambda s: 1.0] * (len(groups) - 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decays)
+
+    def batch_size(self, epoch: int) -> int:
+        """The refine batch in ``epoch`` (0-based): larger over the last part of the ceiling."""
+        size = self.train.refine_batch_size
+        return size * FINAL_BATCH_FACTOR if epoch >= self.switch else size
+
+    def order(self) -> np.ndarray:
+        """The next epoch's order; starts the epoch's bookkeeping."""
+        self.epoch += 1
+        self.epoch_steps = 0
+        self.batches = math.ceil(self.ctx.payload.num_patterns / self.batch_size(self.epoch))
+        return self.ctx.rng.permutation(self.ctx.payload.num_patterns)
+
+    def _done(self) -> float:
+        """The share of the epoch ceiling done (0 to 1), counting the steps of this epoch."""
+        epoch = max(self.epoch, 0)
+        done = (epoch * self.batches + self.epoch_steps) / (self.epochs * self.batches)
+        return min(done, 1.0)
 
     def step(self, chosen: np.ndarray) -> torch.Tensor:
         """The batch's mean loss; sets the preconditioners its update will use."""
@@ -144,6 +183,7 @@ class _Refinement:
         index = torch.as_tensor(chosen, device=ctx.device)
         moving = self.train.position_refinement and self.steps >= self.position_start
         self.steps += 1
+        self.epoch_steps += 1
         self._accumulate(self.steps - 1)  # the object as the previous step left it
         offsets = self.offsets[index] if moving else self.offsets[index].detach()
         corner, frac = split_positions(self.base[index] + offsets, self.n)
@@ -225,7 +265,6 @@ def refine(
     the refined positions (None unless ``position_refinement``)."""
     train = ctx.config.train
     run = _Refinement(ctx, initial, epochs)
-    count = ctx.payload.num_patterns
     yield from run_epochs(
         ctx,
         stage='refine',
@@ -233,8 +272,8 @@ def refine(
             epochs, train.refine_time_limit, train.plateau_patience, train.plateau_tolerance
         ),
         goal=goal,
-        order=lambda: ctx.rng.permutation(count),
-        batch_size=train.refine_batch_size,
+        order=run.order,
+        batch_size=run.batch_size,
         step=run.step,
         optimizer=run.optimizer,
         scheduler=run.scheduler,
