@@ -241,3 +241,25 @@ def test_larger_final_batch_lowers_the_noise_at_low_dose(
     # 0.868 / 0.934 -> 0.875 / 0.938); N = 128 at 1e4, 100 epochs: phase +0.0075 to +0.0091
     assert larger['amp_ssim'] > same['amp_ssim'] + 0.002, (same, larger)
     assert larger['phase_ssim'] > same['phase_ssim'] + 0.0003, (same, larger)
+
+
+def test_a_low_dose_plateau_first_polishes_with_the_larger_batch() -> None:
+    """Known answer: a plateau after 20 of 100 epochs at low dose switches to the larger batch
+    and stops 9 epochs later (0.3 / 0.7 of 20, as if the plateau were 70% of the run); at
+    higher dose the plateau stops at once; the ceiling and the time limit always stop."""
+    from types import SimpleNamespace
+
+    from ptychodus_ptychopinn.engine.refine import _PolishingStopRule
+
+    flat = [10.0 - i for i in range(18)] + [-7.0] * 2  # 20 epochs, a plateau over the last 2
+    low = SimpleNamespace(low_dose=True, switch=70, polish_end=None)
+    rule = _PolishingStopRule(100, 0.0, 2, 0.01, low)  # type: ignore[arg-type]
+    assert rule.reason(flat, 1.0, 0.1) is None
+    assert (low.switch, low.polish_end) == (20, 29)
+    assert rule.reason(flat + [-7.0] * 8, 1.0, 0.1) is None  # still polishing
+    assert rule.reason(flat + [-7.0] * 9, 1.0, 0.1) == 'plateau'
+    timed = _PolishingStopRule(100, 5.0, 2, 0.01, low)  # type: ignore[arg-type]
+    assert timed.reason(flat + [-7.0] * 3, 4.95, 0.1) == 'time'
+    high = SimpleNamespace(low_dose=False, switch=100, polish_end=None)
+    assert _PolishingStopRule(100, 0.0, 2, 0.01, high).reason(flat, 1.0, 0.1) == 'plateau'  # type: ignore[arg-type]
+    assert high.polish_end is None

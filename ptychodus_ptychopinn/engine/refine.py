@@ -43,7 +43,8 @@ removed after every step (a common translation of the whole scan is not measurab
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -137,8 +138,9 @@ class _Refinement:
         self.offsets = torch.zeros_like(self.base, requires_grad=train.position_refinement)
         self.steps = 0
         self.epochs = max(epochs, 1)
-        low_dose = ctx.payload.mean_total_counts / self.good_count < FINAL_BATCH_MAX_COUNTS
-        self.switch = epochs - round(FINAL_BATCH_SHARE * epochs) if low_dose else epochs
+        self.low_dose = ctx.payload.mean_total_counts / self.good_count < FINAL_BATCH_MAX_COUNTS
+        self.switch = epochs - round(FINAL_BATCH_SHARE * epochs) if self.low_dose else epochs
+        self.polish_end: int | None = None  # set when a plateau starts the larger batch early
         self.epoch = -1  # the epoch under way (order() starts each)
         self.epoch_steps = 0  # steps taken in it
         self.batches = math.ceil(ctx.payload.num_patterns / train.refine_batch_size)
@@ -246,6 +248,33 @@ class _Refinement:
             yield SnapshotEvent('refine', self.ctx.progress, image, probe, self.ctx.history())
 
 
+@dataclass(frozen=True)
+class _PolishingStopRule(StopRule):
+    """:class:`StopRule` that, at low dose, answers a first plateau reached before the
+    larger final batch by switching to it for ``FINAL_BATCH_SHARE / (1 - FINAL_BATCH_SHARE)``
+    of the epochs run so far (as if the plateau were 70% of the run), and stops after those.
+    The epoch ceiling and the time limit still end the stage whenever they come."""
+
+    run: _Refinement | None = None
+
+    def reason(self, losses: Sequence[float], elapsed: float, last_epoch: float) -> str | None:
+        why = super().reason(losses, elapsed, last_epoch)
+        run = self.run
+        if run is None:
+            return why
+        done = len(losses)
+        if run.polish_end is not None:  # polishing: its own end, the ceiling or the time limit
+            if why in ('epochs', 'time'):
+                return why
+            return 'plateau' if done >= run.polish_end else None
+        if why == 'plateau' and run.low_dose and done < run.switch:
+            run.switch = done
+            share = FINAL_BATCH_SHARE / (1.0 - FINAL_BATCH_SHARE)
+            run.polish_end = done + max(1, round(share * done))
+            return None
+        return why
+
+
 def _probe_slopes(probe: torch.Tensor) -> torch.Tensor:
     """``sum_m |dP_m/dx|^2`` and ``sum_m |dP_m/dy|^2`` (2, N, N): the exit wave's sensitivity
     to a move of the probe, from its Fourier derivative."""
@@ -268,8 +297,8 @@ def refine(
     yield from run_epochs(
         ctx,
         stage='refine',
-        stop=StopRule(
-            epochs, train.refine_time_limit, train.plateau_patience, train.plateau_tolerance
+        stop=_PolishingStopRule(
+            epochs, train.refine_time_limit, train.plateau_patience, train.plateau_tolerance, run
         ),
         goal=goal,
         order=run.order,
