@@ -36,9 +36,13 @@ class ModelConfig:
     amp_max: float = 2.0
     layers: int = 8
     """Physics layers of the ``unrolled`` generator (the ``cnn`` generator ignores it)."""
-    tail_layers: int = 8
+    tail_layers: int = 16
     """Plain data-consistency layers after the learned ones (``unrolled`` only): no weights,
     the same physics without the learned correction (docs/pretraining.md: measured gain)."""
+    tail_batch: int = 16
+    """The first half of the tail updates the canvas in turn from interleaved sub-batches of
+    this many windows (0: all windows at once, as the second half does): sequential updates
+    remove the smooth phase errors that whole-scan averaging leaves (docs/pretraining.md)."""
 
     def validate(self) -> None:
         _check_choice('n', self.n, SUPPORTED_N, hint='crop or bin the patterns in ptychodus')
@@ -48,6 +52,7 @@ class ModelConfig:
         _check_float_range('amp_max', self.amp_max, 0.1, 100.0)
         _check_int_range('layers', self.layers, 1, 32)
         _check_int_range('tail_layers', self.tail_layers, 0, 64)
+        _check_int_range('tail_batch', self.tail_batch, 0, 65536)
         if self.generator == 'unrolled' and self.gridsize < 2:
             raise ConfigError(
                 'gridsize',
@@ -229,6 +234,9 @@ class ExecutionConfig:
 
 
 _MODEL_KEYS = tuple(f.name for f in fields(ModelConfig) if f.name != 'n')
+ARCHITECTURE_KEYS: tuple[str, ...] = _MODEL_KEYS
+"""Keys a loaded model fixes: a model is only usable with the architecture it was built with
+(the pattern size comes from the data)."""
 _TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 _PRETRAIN_KEYS = tuple(f.name for f in fields(PretrainConfig))
 _EXEC_KEYS = tuple(f.name for f in fields(ExecutionConfig))

@@ -35,6 +35,7 @@ def test_every_preset_is_valid_and_uses_the_overlap_constraint() -> None:
         (None, {'deterministic': 'yes'}, 'deterministic'),
         (None, {'precision': 'float16'}, 'precision'),
         (None, {'tail_layers': -1}, 'tail_layers'),
+        (None, {'tail_batch': -1}, 'tail_batch'),
         (None, {'no_such_key': 1}, 'key'),
     ],
 )
@@ -57,12 +58,13 @@ def test_config_round_trips_through_a_dict_and_is_frozen() -> None:
         config.model.width = 3  # type: ignore[misc]
 
 
-def test_model_files_written_before_tail_layers_existed_get_the_default() -> None:
-    """The tail has no weights, so an older file (no ``tail_layers`` in its config) loads and
-    runs with the default tail."""
+def test_model_files_written_before_the_tail_keys_existed_get_the_defaults() -> None:
+    """The tail has no weights, so an older file (no ``tail_layers`` or ``tail_batch`` in its
+    config) loads and runs with the default tail: 16 layers, sub-batches of 16 windows."""
     stored = resolve_config('standard').pinn.to_dict()
-    del stored['model']['tail_layers']
-    assert PinnConfig.from_dict(stored).model.tail_layers == 8
+    del stored['model']['tail_layers'], stored['model']['tail_batch']
+    model = PinnConfig.from_dict(stored).model
+    assert (model.tail_layers, model.tail_batch) == (16, 16)
 
 
 def test_execution_keys_are_not_part_of_the_model_config() -> None:

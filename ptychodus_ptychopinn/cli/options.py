@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import (
+    ARCHITECTURE_KEYS,
     DEFAULT_PRESET,
     KEYS,
     PRECISIONS,
@@ -37,8 +38,6 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers', 'tail_layers')
-"""Keys a loaded model fixes: a model is only usable with the architecture it was built with."""
 MODEL_SUFFIX = '.safetensors'
 
 _KEY_TYPES: dict[str, type] = {

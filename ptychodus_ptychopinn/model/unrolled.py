@@ -17,6 +17,14 @@ per-layer CNNs are learned. The same L layers run at training and at inference: 
 optimised per scan, so inference is one forward pass. The probe and the intensity scale are
 the scan's (inputs, not weights).
 
+Then ``tail_layers`` plain layers ``X <- X + D(X)`` (no weights). In the first half of them
+``D`` is applied in turn to interleaved sub-batches of ``tail_batch`` windows, each seeing the
+canvas the previous one left (ePIE's sequential order; a group no larger than ``tail_batch``
+is one sub-batch, so training on small clusters is unchanged). Measured on whole 500-point
+scans (docs/pretraining.md): the whole-group average leaves smooth phase errors across the
+scan that it removes only slowly, which the sequential sweeps remove; the second half, over
+all windows at once, then averages out the sub-batches' noise (at 1e4 photons it matters).
+
 Geometry, as the refinement and ptychodus's simulator do it: a window starts at the integer
 pixel ``floor(r - (N - 1)/2)`` and is lit by the probe shifted by the fraction, so the canvas
 is only ever indexed, never interpolated. Offsets are relative to an integer reference pixel
@@ -38,6 +46,8 @@ from .precision import network_autocast
 
 PRECONDITIONER_DELTA = 0.1
 """Regulariser of the illumination normalisation, a share of the group's brightest pixel."""
+SUB_BATCH_SEED = 0
+"""Seed of the fixed order in which the tail's sequential sub-batches take the windows."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ class UnrolledGenerator(nn.Module):
             _SmallUNet(FEATURES, 2, config.width) for _ in range(layers)
         )
         self.tail_layers = config.tail_layers
+        self.tail_batch = config.tail_batch
         self.autocast_dtype: torch.dtype | None = None
 
     def forward(
@@ -150,8 +161,13 @@ class UnrolledGenerator(nn.Module):
             update = torch.zeros_like(x)
             update[:, rows, cols] = torch.complex(correction[:, 0], correction[:, 1])
             x = x + step * delta + update
-        for _ in range(self.tail_layers):
-            x = x + group.consistency(x)
+        sequential = group.sub_batches(self.tail_batch) if self.tail_layers > 1 else [group]
+        for layer in range(self.tail_layers):
+            if layer < self.tail_layers // 2:
+                for part in sequential:
+                    x = x + part.consistency(x)
+            else:
+                x = x + group.consistency(x)
         windows = _take(x, index, c, n)
         if not with_counts:
             return windows
@@ -183,6 +199,29 @@ class _Group:
         back = torch.fft.ifft2((ratio - 1.0) * far, norm='ortho')
         residual = (self.probes.conj() * back).sum(dim=2)  # (B, C, N, N)
         return _place(residual, self.index, x.shape[0], self.canvas) / self.preconditioner
+
+    def sub_batches(self, size: int) -> list[_Group]:
+        """The group split into interleaved sub-batches of at most ``size`` windows (a fixed
+        pseudo-random order, so inference is deterministic), each normalised by its own
+        illumination; ``[self]`` when the group is no larger (or ``size`` is 0)."""
+        count = -(-self.c // size) if size > 0 else 1
+        if count <= 1:
+            return [self]
+        order = torch.randperm(self.c, generator=torch.Generator().manual_seed(SUB_BATCH_SEED))
+        b, n = self.index.shape[0], self.n
+        index = self.index.reshape(b, self.c, n * n)
+        parts = []
+        for k in range(count):
+            chosen = order[k::count].to(self.index.device)
+            probes = self.probes[:, chosen]
+            flat = index[:, chosen].reshape(b, -1)
+            lit = _place(probes.abs().square().sum(dim=2), flat, b, self.canvas)
+            preconditioner = lit + PRECONDITIONER_DELTA * lit.amax(dim=(-2, -1), keepdim=True)
+            parts.append(
+                _Group(probes, flat, self.amplitude[:, chosen], self.good, preconditioner,
+                       len(chosen), n, self.canvas)
+            )  # fmt: skip
+        return parts
 
 
 def _canvas_index(corner: torch.Tensor, n: int, canvas: int) -> torch.Tensor:

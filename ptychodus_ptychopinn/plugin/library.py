@@ -35,6 +35,7 @@ from ptychodus.api.reconstruct import (
 from ptychodus.api.settings import SettingsRegistry
 
 from .. import checkpoint, engine
+from ..config import ARCHITECTURE_KEYS
 from ..device import resolve_device
 from ..engine import (
     BatchEvent,
@@ -63,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = 'PINN'
 TRAINING_DATA_FILTER = 'PINN training data (*.h5)'
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max', 'layers', 'tail_layers')
 _HANDLED = (PinnError, FloatingPointError)
 
 

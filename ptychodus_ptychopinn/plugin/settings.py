@@ -65,6 +65,7 @@ ENGINE_KEYS: tuple[KeySpec, ...] = (
     KeySpec('AmpMax', 'amp_max', 'real', 'largest object amplitude the network can output'),
     KeySpec('Layers', 'layers', 'int', 'physics layers of the unrolled network'),
     KeySpec('TailLayers', 'tail_layers', 'int', 'plain physics layers after the learned ones'),
+    KeySpec('TailBatch', 'tail_batch', 'int', 'windows per sequential update in the tail'),
     KeySpec('Loss', 'loss', 'text', 'network-fit loss: poisson or amplitude'),
     KeySpec('RefineLoss', 'refine_loss', 'text', 'refinement loss: amplitude or poisson'),
     KeySpec(

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
+from ..config import ARCHITECTURE_KEYS
 from ..rundir import RunDirWriter
 from .frames import Frame, illumination_map, make_frame
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE_KEYS = ('gridsize', 'width', 'generator', 'amp_max')
 PROGRESS_INTERVAL_S = 0.1
 FRAME_INTERVAL_S = 0.3
 ACTIONS = ('reconstruct', 'infer', 'train')
