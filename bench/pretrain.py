@@ -156,6 +156,9 @@ def main() -> None:
     )
     parser.add_argument('--model', metavar='FILE', help='skip pretraining: use this model (1e6)')
     parser.add_argument(
+        '--model-low', metavar='FILE', help='--low-dose: skip its pretraining, use this model'
+    )
+    parser.add_argument(
         '--set', action='append', default=[], metavar='KEY=VALUE', help='passed to pretrain'
     )
     args = parser.parse_args()
@@ -216,15 +219,17 @@ def main() -> None:
 
     if args.low_dose:
         low_probe = _scan(work / 'probe-1e4', 'fractal', 7, 1e4, positions=300)
-        low_model = work / 'model-1e4.safetensors'
-        info = _pretrain(low_probe, low_model, args.minutes, extra)
+        low_model = Path(args.model_low) if args.model_low else work / 'model-1e4.safetensors'
+        low_seconds = None  # pretrained elsewhere (--model-low)
+        if not args.model_low:
+            low_seconds = round(_pretrain(low_probe, low_model, args.minutes, extra)['seconds'], 1)
         model_low = load_model(low_model)
         scan = _scan(work / 'fractal-101-1e4', 'fractal', 101, 1e4)
         (amp, phase), _ = _infer(scan, model_low)
         tuned = _refine_trace(scan, model_low, args.fine_tune_epochs)
         flat_low = _refine_trace(scan, None)
         out['low_dose'] = {
-            'photons': 1e4, 'pretrain_s': round(info['seconds'], 1),
+            'photons': 1e4, 'pretrain_s': low_seconds,
             'network_amp_ssim': amp, 'network_phase_ssim': phase,
             'fine_tuned_amp_ssim': tuned[-1][1], 'fine_tuned_phase_ssim': tuned[-1][2],
             'fine_tune_epochs': args.fine_tune_epochs, 'fine_tuned_s': round(tuned[-1][0], 2),

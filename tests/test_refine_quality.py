@@ -228,6 +228,39 @@ def test_final_batch_grows_only_at_low_dose(photons: float, switched: bool) -> N
     assert [steps[e] for e in sorted(steps)] == expected
 
 
+@pytest.mark.parametrize(
+    ('photons', 'fingerprint', 'expected'),
+    [(1e3, 'this', [1] * 10), (1e3, 'another', [2] * 7 + [1] * 3), (1e6, 'this', [2] * 10)],
+)
+def test_after_a_network_pretrained_for_this_probe_low_dose_starts_with_the_larger_batch(
+    photons: float, fingerprint: str, expected: list[int]
+) -> None:
+    """Known answer: from the answer of a network pretrained for this probe, at low dose, the
+    batch is 32 x 8 (1 step over 60 points) from the first epoch; a model pretrained for
+    another probe, or high dose, keeps the usual schedule (2 steps, then 1 at low dose)."""
+    from ptychodus_ptychopinn.engine import BatchEvent, TrainedModel
+    from ptychodus_ptychopinn.engine.pretrain import probe_fingerprint
+    from ptychodus_ptychopinn.model.generators import build_generator
+
+    scan = simulate_scan(pattern_size=32, num_positions=60, photons_per_pattern=photons, seed=3)
+    overrides = {**BASE, 'refine_epochs': 10, 'refine_batch_size': 32, 'generator': 'unrolled'}
+    payload = build_payload(
+        scan.counts, scan.bad_pixels, scan.probe_modes, scan.positions_px,
+        scan.product.object_.get_array()[0], preset='fast', overrides=overrides,
+    )  # fmt: skip
+    config = payload.config.pinn
+    mark = probe_fingerprint(scan.probe_modes) if fingerprint == 'this' else 'ffff'
+    model = TrainedModel(
+        config, build_generator(config.model).state_dict(), payload.input_scale, 1.0,
+        {'probe_fingerprint': mark},
+    )  # fmt: skip
+    steps: dict[int, int] = {}
+    for event in reconstruct(payload, model, fit_epochs=0):
+        if isinstance(event, BatchEvent) and event.stage == 'refine':
+            steps[event.epoch] = event.num_batches
+    assert [steps[e] for e in sorted(steps)] == expected
+
+
 @pytest.mark.parametrize(('kind', 'seed'), [('fractal', 7), ('dead_leaves', 6)])
 def test_larger_final_batch_lowers_the_noise_at_low_dose(
     kind: str, seed: int, monkeypatch: pytest.MonkeyPatch

@@ -66,7 +66,8 @@ def reconstruct(
         yield SnapshotEvent('infer', ctx.progress, obj, probe, ctx.history())
         positions = None
         if n_refine > 0:
-            obj, probe, positions = yield from refine(ctx, obj, n_refine, goal)
+            pretrained = model is not None and _pretrained_for_this_probe(model, payload)
+            obj, probe, positions = yield from refine(ctx, obj, n_refine, goal, pretrained)
         if positions is not None:
             moved = np.linalg.norm(positions - payload.positions, axis=1)
             logger.info(
@@ -181,6 +182,13 @@ def _model_config(payload: Payload, model: TrainedModel | None) -> PinnConfig:
     _check_compatible(model, payload)
     _warn_if_another_probe(model, payload)
     return replace(config, model=model.config.model)
+
+
+def _pretrained_for_this_probe(model: TrainedModel, payload: Payload) -> bool:
+    """Whether ``model`` was pretrained for ``payload``'s probe (its answer is then a start
+    whose low spatial frequencies have converged)."""
+    recorded = model.metadata.get('probe_fingerprint')
+    return bool(recorded) and recorded == probe_fingerprint(payload.probe_modes)
 
 
 def _warn_if_another_probe(model: TrainedModel, payload: Payload) -> None:
