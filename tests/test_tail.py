@@ -14,7 +14,7 @@ import functools
 import numpy as np
 import pytest
 import torch
-from test_unrolled import _group_inputs
+from test_unrolled import _group_inputs, group_scan
 
 from ptychodus_ptychopinn.config import ModelConfig
 from ptychodus_ptychopinn.engine import ResultEvent, TrainedModel, infer
@@ -22,14 +22,6 @@ from ptychodus_ptychopinn.factory import build_payload
 from ptychodus_ptychopinn.model.generators import build_generator
 from ptychodus_ptychopinn.model.unrolled import UnrolledGenerator, _Group
 from ptychodus_ptychopinn.plugin.simulation import score_object, simulate_scan
-
-
-@pytest.fixture(scope='module')
-def group_scan():
-    return simulate_scan(
-        pattern_size=32, num_positions=60, photons_per_pattern=1e6, seed=4, noise=False,
-        object_kind='fractal', phase_range_rad=3.0,
-    )  # fmt: skip
 
 
 def _windows(scan, tail_batch: int, layers: int = 2, tail: int = 4) -> torch.Tensor:
@@ -44,13 +36,14 @@ def _windows(scan, tail_batch: int, layers: int = 2, tail: int = 4) -> torch.Ten
         return net(torch.sqrt(counts), offsets, physics, canvas)
 
 
-def test_a_group_no_larger_than_a_sub_batch_is_updated_as_before(group_scan) -> None:
+def test_a_group_no_larger_than_a_sub_batch_is_updated_as_before() -> None:
     """Known answer: groups of 4 windows with sub-batches of 4 or more (or 0: none) give the
     whole-group tail bit for bit; sub-batches of 1 do not."""
-    whole = _windows(group_scan, 0)
-    assert torch.equal(_windows(group_scan, 4), whole)
-    assert torch.equal(_windows(group_scan, 16), whole)
-    assert not torch.allclose(_windows(group_scan, 1), whole, atol=1e-6)
+    scan = group_scan()
+    whole = _windows(scan, 0)
+    assert torch.equal(_windows(scan, 4), whole)
+    assert torch.equal(_windows(scan, 16), whole)
+    assert not torch.allclose(_windows(scan, 1), whole, atol=1e-6)
 
 
 def test_sub_batches_split_the_windows_in_a_fixed_order() -> None:

@@ -3,6 +3,8 @@ that the layers alone already move a flat canvas toward the data."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -23,12 +25,18 @@ from ptychodus_ptychopinn.plugin.simulation import simulate_scan
 from ptychodus_ptychopinn.synth.simulate import _windows, expected_counts
 
 
-@pytest.fixture(scope='module')
-def scan():
+@functools.lru_cache(maxsize=1)
+def group_scan():
+    """60 points of 32 x 32 patterns, noise-free: small groups of the physics layers."""
     return simulate_scan(
         pattern_size=32, num_positions=60, photons_per_pattern=1e6, seed=4, noise=False,
         object_kind='fractal', phase_range_rad=3.0,
     )  # fmt: skip
+
+
+@pytest.fixture(scope='module')
+def scan():
+    return group_scan()
 
 
 def test_window_positions_are_the_engine_s_split() -> None:
