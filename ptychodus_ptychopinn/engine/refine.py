@@ -304,8 +304,8 @@ def refine(
 ) -> Generator[Event, None, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Refine from ``initial`` until the stop rule says; returns the object, the probe and
     the refined positions (None unless ``position_refinement``). ``from_network``: the start
-    is the answer of a network pretrained for this probe (at low dose: the larger batch
-    throughout)."""
+    is the answer of a network pretrained for this probe (at low dose the batches then start
+    ``FINAL_BATCH_FACTOR`` times larger)."""
     train = ctx.config.train
     run = _Refinement(ctx, initial, epochs, from_network)
     yield from run_epochs(
