@@ -184,24 +184,30 @@ def _model_config(payload: Payload, model: TrainedModel | None) -> PinnConfig:
     return replace(config, model=model.config.model)
 
 
+def _probe_fingerprints(model: TrainedModel, payload: Payload) -> tuple[str, str]:
+    """The probe fingerprint ``model`` was pretrained for ('' if none) and ``payload``'s."""
+    recorded = str(model.metadata.get('probe_fingerprint', ''))
+    return recorded, probe_fingerprint(payload.probe_modes) if recorded else ''
+
+
 def _pretrained_for_this_probe(model: TrainedModel, payload: Payload) -> bool:
     """Whether ``model`` was pretrained for ``payload``'s probe (its answer is then a start
     whose low spatial frequencies have converged)."""
-    recorded = model.metadata.get('probe_fingerprint')
-    return bool(recorded) and recorded == probe_fingerprint(payload.probe_modes)
+    recorded, this = _probe_fingerprints(model, payload)
+    return bool(recorded) and recorded == this
 
 
 def _warn_if_another_probe(model: TrainedModel, payload: Payload) -> None:
     """A pretrained network learned one probe; with another its answer can be poor, which
     the user should hear before trusting it (a warning: a refined probe differs slightly)."""
-    recorded = model.metadata.get('probe_fingerprint')
-    if recorded and recorded != probe_fingerprint(payload.probe_modes):
+    recorded, this = _probe_fingerprints(model, payload)
+    if recorded and recorded != this:
         logger.warning(
             'this model was pretrained for another probe (fingerprint %s, this scan %s): its '
             'object may be poor; pretrain for this probe (ptychodus-ptychopinn pretrain '
             '--probe DIR) or refine after inference.',
             recorded,
-            probe_fingerprint(payload.probe_modes),
+            this,
         )
 
 
