@@ -57,12 +57,12 @@ SUB_BATCH_SEED = 0
 SWEEP_MOMENTUM = 0.5
 """Momentum of the tail's sequential sweeps (mPIE's, Maiden et al. 2017): after each sweep the
 canvas moves on by this share of the running sum of the sweeps' changes. Measured (network
-alone, docs/pretraining.md): phase SSIM +0.002 to +0.018 at N = 64 and 1e6 photons on four
-families, +0.06 to +0.07 at N = 128; 0.6 and above unstable on a Siemens star."""
+alone, docs/pretraining.md): phase SSIM +0.001 to +0.018 at N = 64 and 1e6 photons on four
+scans, +0.06 to +0.07 at N = 128 (plain physics); 0.6 and above unstable on a Siemens star."""
 SWEEP_MOMENTUM_MIN_SWEEPS = 8
-"""...and only over at least this many sweeps (``tail_layers`` >= 16): over 4 its transient had
-not settled (measured, 4 sweeps + 12 whole-group layers, 1e6: dead leaves 0.953 -> 0.968 but a
-Siemens star 0.994 -> 0.974; over 8 both gain, over 12 and 16 too)."""
+"""The momentum needs at least this many sweeps (``tail_layers`` >= 16): over 4 its transient
+had not settled (measured, 4 sweeps + 12 whole-group layers, 1e6: dead leaves 0.953 -> 0.968
+but a Siemens star 0.994 -> 0.974; over 8 both gain, over 12 and 16 too)."""
 SWEEP_MOMENTUM_MIN_COUNTS = 30.0
 """The momentum applies from this many mean counts per good detector pixel up (1e6 photons:
 244 at N = 64, 61 at N = 128). Below it the sweeps fit the noise sooner with it: measured phase
