@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from ..config import PinnConfig
 from ..distributed import World
@@ -23,6 +24,7 @@ from .context import RunContext, drop_frame_locals, execution_context
 from .events import Event, ResultEvent, SnapshotEvent, TrainedModel
 from .fit import fit_network
 from .infer import anchor_patches, infer_and_stitch
+from .misfit import MISFIT_WARNING, noise_misfit
 from .pretrain import PROGRESS_UNITS, pretrain_stage, probe_fingerprint
 from .refine import refine
 
@@ -59,6 +61,8 @@ def reconstruct(
             yield from fit_network(ctx, n_fit, goal)
         if n_fit > 0 or model is not None:
             obj = yield from infer_and_stitch(ctx)
+            if n_refine == 0:  # the network's answer is the result: say if the data disagree
+                _report_misfit(payload, obj, ctx.device)
         else:  # an untrained network's answer is noise: refine from the product's object
             obj = payload.object_init
         ctx.progress += 1
@@ -172,6 +176,25 @@ def _result(
         seconds=ctx.elapsed(),
         validation_losses=tuple(ctx.validation_losses),
     )
+
+
+def _report_misfit(payload: Payload, obj: np.ndarray, device: torch.device) -> None:
+    """Log how well the network's object explains the counts; warn when it does not (a wrong
+    probe is the usual cause: the network uses the scan's probe as given)."""
+    misfit = noise_misfit(
+        payload.counts, payload.good, payload.probe_modes, payload.positions, obj, device
+    )
+    if misfit > MISFIT_WARNING:
+        logger.warning(
+            "the network's object explains the measured patterns poorly: their misfit is %.1f "
+            'times what Poisson noise alone leaves (a good fit: 1 to 2). The usual cause is the '
+            "scan's probe, which the network uses as given: reconstruct one scan with probe "
+            'refinement and infer under its refined probe (docs/pretraining.md), or refine '
+            'after inference.',
+            misfit,
+        )
+    else:
+        logger.info('data misfit of the network object: %.2f times the Poisson noise', misfit)
 
 
 def _model_config(payload: Payload, model: TrainedModel | None) -> PinnConfig:
