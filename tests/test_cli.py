@@ -330,6 +330,9 @@ def test_sigint_writes_the_last_complete_snapshot(layout: Path, tmp_path: Path) 
         text=True,
         cwd=REPO,
         env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+        # A test run started in the background (`cmd &` in a script) ignores SIGINT, and its
+        # children inherit that; the user's Ctrl-C is what is tested, so take it back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
