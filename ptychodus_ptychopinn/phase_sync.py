@@ -9,6 +9,12 @@ maximise ``u^H C u`` over unit phasors ``u``; its spectral relaxation is the lea
 eigenvector of the Hermitian overlap matrix ``C`` (Singer's eigenvector synchronisation),
 solved per connected part of the graph. Each patch is then multiplied by ``conj(u_i)``.
 
+Patches added as one ``consistent`` batch (a tile of the unrolled network's inference: one
+canvas) share one offset: their pairs are summed into one node of the graph, and pairs inside
+the batch are left out. Measured: per patch, tiles of a large scan fell apart (a 2000-point
+scan in tiles of 512: phase SSIM 0.72 on a Siemens star, 0.97 per tile; why, not studied:
+thousands of nodes, and smooth errors that differ from tile to tile).
+
 Correlations are computed in Fourier space on crops of the lit region, so sub-pixel
 relative positions are exact; memory is one lit crop per patch.
 """
@@ -46,12 +52,20 @@ class PhaseSynchroniser:
         self._reach = float(side)
         self._crops: list[torch.Tensor] = []
         self._positions: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._next_label = 0
 
     @torch.no_grad()
-    def add(self, patches: torch.Tensor, positions: np.ndarray) -> None:
-        """Patches (B, N, N) whose probe centres are at ``positions`` (B, 2) as (x, y)."""
+    def add(self, patches: torch.Tensor, positions: np.ndarray, consistent: bool = False) -> None:
+        """Patches (B, N, N) whose probe centres are at ``positions`` (B, 2) as (x, y).
+        ``consistent``: they come from one canvas and share one unknown phase (a tile of the
+        scan), so they get one correction, solved from the overlaps with other batches."""
+        count = patches.shape[0]
         self._crops.append(patches[:, self.rows, self.cols].to('cpu', torch.complex64))
         self._positions.append(np.asarray(positions, dtype=np.float64))
+        first = self._next_label
+        self._labels.append(np.full(count, first) if consistent else first + np.arange(count))
+        self._next_label += 1 if consistent else count
 
     def positions(self) -> np.ndarray:
         return np.concatenate(self._positions) if self._positions else np.zeros((0, 2))
@@ -70,20 +84,27 @@ class PhaseSynchroniser:
         pairs = _neighbour_pairs(positions, 0.8 * self._reach)
         if count < 2 or len(pairs) == 0:
             return np.ones(count, dtype=np.complex64)
+        # Pairs within one consistent batch say nothing about the batches' phases.
+        labels = np.concatenate(self._labels)
+        pairs = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
+        nodes = self._next_label
+        if len(pairs) == 0:
+            return np.ones(count, dtype=np.complex64)
         values = self._correlations(self.crops(), positions, pairs)
-        rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
-        cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
-        matrix = coo_matrix(
-            (np.concatenate([values, values.conj()]), (rows, cols)), shape=(count, count)
+        first, second = labels[pairs[:, 0]], labels[pairs[:, 1]]
+        rows = np.concatenate([first, second])
+        cols = np.concatenate([second, first])
+        matrix = coo_matrix(  # duplicates (several pairs between two batches) add up
+            (np.concatenate([values, values.conj()]), (rows, cols)), shape=(nodes, nodes)
         ).tocsr()
-        result = np.ones(count, dtype=np.complex128)
-        parts, labels = connected_components(abs(matrix), directed=False)
+        result = np.ones(nodes, dtype=np.complex128)
+        parts, component = connected_components(abs(matrix), directed=False)
         for part in range(parts):
-            members = np.flatnonzero(labels == part)
+            members = np.flatnonzero(component == part)
             if len(members) > 1:
                 result[members] = _leading_phasors(matrix[members][:, members])
         # u_i estimates each patch's offset e^{i a_i}; the correction undoes it.
-        return result.conj().astype(np.complex64)
+        return result[labels].conj().astype(np.complex64)
 
     def _correlations(
         self, crops: torch.Tensor, positions: np.ndarray, pairs: np.ndarray, chunk: int = 1024

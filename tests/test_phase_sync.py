@@ -79,3 +79,30 @@ def test_one_patch_or_none_needs_no_correction() -> None:
     assert sync.phasors().shape == (0,)
     sync.add(patches[:1], positions[:1])
     assert np.allclose(sync.phasors(), 1.0)
+
+
+def test_a_consistent_batch_gets_one_correction() -> None:
+    # Two overlapping tiles of one scan, each from its own canvas: one unknown phase per tile
+    # (here 2.0 and -1.0 rad) plus a smooth phase error inside the second that per-patch
+    # corrections would try to follow. Each tile gets one phasor, and the offset between the
+    # tiles is recovered.
+    patches, positions, weight = _patches()
+    first, second = np.arange(0, 50), np.arange(30, 80)
+    tilt = torch.as_tensor(0.02 * positions[second, 0], dtype=torch.float32)
+    a = patches[first] * np.exp(2.0j)
+    b = patches[second] * np.exp(-1.0j) * torch.polar(torch.ones_like(tilt), tilt)[:, None, None]
+    sync = PhaseSynchroniser(weight)
+    sync.add(a, positions[first], consistent=True)
+    sync.add(b, positions[second], consistent=True)
+    phasors = sync.phasors()
+    assert np.allclose(phasors[:50], phasors[0]) and np.allclose(phasors[50:], phasors[50])
+    left = np.angle(phasors[0] * np.exp(2.0j) / (phasors[50] * np.exp(-1.0j)))
+    shared = float(tilt[:20].mean())  # the tilt where the tiles overlap (points 30-49)
+    assert abs(left - shared) < 0.03, (left, shared)
+
+
+def test_pairs_inside_one_consistent_batch_are_not_used() -> None:
+    patches, positions, weight = _patches()
+    sync = PhaseSynchroniser(weight)
+    sync.add(patches * np.exp(0.7j), positions, consistent=True)  # one tile, nothing to align
+    assert np.allclose(sync.phasors(), 1.0)

@@ -4,14 +4,16 @@ What runs, and which patches are kept:
 - the ``cnn`` generator: every scan point's group, its anchor patch only (the others are not
   needed for the output);
 - the ``unrolled`` generator, whose patches come from one canvas and agree by construction:
-  tiles of the whole scan (``data.grouping.scan_tiles``; one tile when the scan has at most
-  :data:`TILE_PATTERNS` points), every window of every tile. Its physics layers then act
+  tiles of the whole scan (``data.grouping.scan_tiles``; one tile when its windows hold at most
+  :data:`TILE_PIXELS` pixels), every window of every tile. Its physics layers then act
   across the whole tile, so the low spatial frequencies are tied together as in a
   ptychographic solve (measured: one canvas over the scan beat gridsize groups on every family).
 
 A patch-wise network cannot know its patch's global phase, so before stitching the per-patch
-phase offsets are solved from the overlaps (``phase_sync``). Inputs are prepared batch by
-batch; what is kept between the pass and the stitch is each patch's lit crop.
+phase offsets are solved from the overlaps (``phase_sync``); a tile's windows share one offset
+(solved per patch, a 2000-point scan in tiles of 512 fell to 0.72 phase SSIM; per tile 0.97).
+Inputs are prepared batch by batch; what is kept between the pass and the stitch is each
+patch's lit crop.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ from ..stitch import Stitcher
 from .context import RunContext
 from .events import BatchEvent, Event
 
-TILE_PATTERNS = 512
-"""Most scan points on one inference canvas (memory: their windows and one canvas)."""
+TILE_PIXELS = 512 * 256 * 256
+"""Most window pixels (scan points x N x N) on one inference canvas: memory grows with them.
+The whole scan is one canvas up to 8192 points at N = 64, 2048 at N = 128, 512 at N = 256.
+Measured (docs/pretraining.md): one canvas over 1000-4000 points beat tiles of 512-2048 on
+average, and the tiles' seams cost up to 0.07 phase SSIM."""
+
+
+def tile_patterns(n: int) -> int:
+    """Most scan points on one inference canvas at pattern size ``n``."""
+    return max(1, TILE_PIXELS // (n * n))
 
 
 def _batches(
@@ -73,7 +83,8 @@ def _tile_batches(
 def _passes(ctx: RunContext) -> tuple[Generator[tuple[np.ndarray, torch.Tensor], None, None], int]:
     """The batches of the inference pass and how many there are."""
     if ctx.pinn.physics_aware:
-        tiles = scan_tiles(ctx.payload.positions, ctx.payload.n, TILE_PATTERNS)
+        n = ctx.payload.n
+        tiles = scan_tiles(ctx.payload.positions, n, tile_patterns(n))
         return _tile_batches(ctx, tiles), len(tiles)
     groups = np.arange(ctx.payload.num_patterns)
     batch = ctx.payload.config.execution.inference_batch_size
@@ -89,7 +100,7 @@ def infer_and_stitch(ctx: RunContext) -> Generator[Event, None, np.ndarray]:
     for b, (members, patches) in enumerate(passes):
         n = patches.shape[-1]
         positions = ctx.pinn.patch_positions(ctx.payload.positions[members.reshape(-1)])
-        sync.add(patches.reshape(-1, n, n), positions)
+        sync.add(patches.reshape(-1, n, n), positions, consistent=ctx.pinn.physics_aware)
         yield BatchEvent('infer', 0, b, num_batches, float('nan'))
     crops = sync.crops()
     if ctx.pinn.physics_aware and num_batches == 1:  # one canvas: consistent already
