@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..physics.grid import gather_tiles, shifted_probes, split_positions
-from ..physics.propagation import far_field
+from ..physics.propagation import predicted_intensity
 
 MISFIT_WARNING = 4.0
 """Above this misfit (times the noise's) the object does not explain the data."""
@@ -52,10 +52,9 @@ def noise_misfit(
         part = chosen[start : start + BATCH]
         where = torch.as_tensor(np.asarray(positions, dtype=np.float64)[part], device=device)
         corner, frac = split_positions(where, n)
-        lit = (
-            shifted_probes(probe, frac.to(torch.float32)) * gather_tiles(obj_t, corner, n)[:, None]
-        )
-        models.append(far_field(lit).abs().square().sum(1)[:, mask].sqrt())
+        probes = shifted_probes(probe, frac.to(torch.float32))
+        intensity = predicted_intensity(probes, gather_tiles(obj_t, corner, n), 1.0)
+        models.append(intensity[:, mask].sqrt())
         data = torch.as_tensor(np.asarray(counts[part], dtype=np.float32), device=device)
         measured.append(data[:, mask].clamp(min=0).sqrt())
     model, data = torch.cat(models).double(), torch.cat(measured).double()

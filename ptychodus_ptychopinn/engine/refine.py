@@ -57,7 +57,7 @@ import torch
 
 from ..physics.grid import gather_tiles, scatter_add_tiles, shifted_probes, split_positions
 from ..physics.losses import EPS
-from ..physics.propagation import far_field
+from ..physics.propagation import predicted_intensity
 from .context import RunContext
 from .events import Event, SnapshotEvent
 from .loop import StopRule, run_epochs, snapshot_due
@@ -203,7 +203,7 @@ class _Refinement:
         corner, frac = split_positions(self.base[index] + offsets, self.n)
         tiles = gather_tiles(self.obj, corner, self.n)
         probes = shifted_probes(self.probe, frac.to(ctx.real))
-        predicted = far_field(probes * tiles.unsqueeze(1)).abs().square().sum(dim=1)
+        predicted = predicted_intensity(probes, tiles, 1.0)
         measured = ctx.measured(chosen)
         if self.amplitude:
             term = (torch.sqrt(predicted + EPS) - torch.sqrt(measured)).square()

@@ -18,11 +18,12 @@ def far_field(exit_wave: torch.Tensor) -> torch.Tensor:
 def predicted_intensity(
     probe_modes: torch.Tensor, patches: torch.Tensor, scale: torch.Tensor | float
 ) -> torch.Tensor:
-    """Counts predicted for object patches (B, N, N) lit by probe modes (M, N, N) -> (B, N, N).
+    """Counts predicted for object patches (B, N, N) lit by probe modes (M, N, N), or by each
+    patch's own (B, M, N, N) (sub-pixel shifted), -> (B, N, N).
 
     The modes add incoherently: intensities, not amplitudes, are summed.
     """
-    exit_waves = probe_modes.unsqueeze(0) * patches.unsqueeze(-3)
+    exit_waves = probe_modes * patches.unsqueeze(-3)
     intensity = far_field(exit_waves).abs().square().sum(dim=-3)
     return intensity * (scale * scale)
 
