@@ -66,13 +66,12 @@ def _cli(*args: str) -> tuple[str, float]:
 
 
 def _score(test: Path, product_file: Path) -> tuple[float, float]:
-    from ptychodus_ptychopinn.plugin.layout import load_layout, read_product_arrays
-    from ptychodus_ptychopinn.plugin.simulation import load_truth, score_object
+    """Amplitude and phase SSIM of a product file's object, scored as bench/pretrain.py does."""
+    from pretrain import _score as score_layout  # bench/pretrain.py, beside this script
 
-    layout = load_layout(test)
-    obj = read_product_arrays(product_file)['object']
-    score = score_object(obj, load_truth(test), product=layout.parameters.product)
-    return round(score['amp_ssim'], 4), round(score['phase_ssim'], 4)
+    from ptychodus_ptychopinn.plugin.layout import load_layout, read_product_arrays
+
+    return score_layout(test, load_layout(test), read_product_arrays(product_file)['object'])
 
 
 def _misfit(test: Path, product_file: Path) -> float:
