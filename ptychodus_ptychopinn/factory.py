@@ -19,6 +19,7 @@ from .data.grouping import Groups, group_neighbours
 from .data.scaling import input_scale
 from .device import resolve_device
 from .errors import InputError
+from .physics.propagation import fresnel_chirp
 from .physics.translate import canvas_size
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class Payload:
 
     ``positions`` are (x, y) = (column, row) object pixels where the probe centre lands;
     ``object_init`` is the object grid (H, W) and the values kept where nothing is lit.
+    ``probe_modes`` is the illumination in the object plane (ptychodus's probe);
+    ``fresnel_number`` the detector's per-pixel Fresnel numbers (x, y), whose chirp the
+    far-field model applies to every exit wave (``physics.propagation.fresnel_chirp``).
     """
 
     config: ResolvedConfig
@@ -49,10 +53,25 @@ class Payload:
     canvas: int
     input_scale: float
     mean_total_counts: float
+    fresnel_number: tuple[float, float] = (0.0, 0.0)
 
     @property
     def n(self) -> int:
         return int(self.counts.shape[-1])
+
+    @property
+    def chirp(self) -> np.ndarray | None:
+        """The Fresnel chirp every window's exit wave carries (N, N); None: Fraunhofer."""
+        return fresnel_chirp(self.n, self.fresnel_number)
+
+    @property
+    def physics_probe(self) -> np.ndarray:
+        """The exit-wave illumination of an unshifted window: ``probe_modes`` times the chirp
+        (what a pretrained model's probe fingerprint is taken of)."""
+        chirp = self.chirp
+        if chirp is None:
+            return self.probe_modes
+        return (self.probe_modes * chirp).astype(self.probe_modes.dtype)
 
     @property
     def num_patterns(self) -> int:
@@ -69,11 +88,14 @@ def build_payload(
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     config: ResolvedConfig | None = None,
+    fresnel_number: tuple[float, float] = (0.0, 0.0),
 ) -> Payload:
     """Validate everything and derive groups and scales.
 
     Either pass a resolved ``config`` or a ``preset`` and ``overrides`` (explicit > preset >
     default). ``bad_pixels`` is True where a pixel is bad; ``None`` means all good.
+    ``fresnel_number``: the detector's per-pixel Fresnel numbers ``dx**2 / (lambda z)`` (x, y);
+    (0, 0) is the Fraunhofer model.
     """
     counts = np.asarray(counts)
     n = _check_counts_shape(counts)
@@ -93,6 +115,7 @@ def build_payload(
     _check_windows(pos, n, obj.shape)
     _check_distinct(pos)
     mean_total = _check_count_values(counts, good)
+    fresnel = _check_fresnel(fresnel_number)
     groups = group_neighbours(pos, config.pinn.model.gridsize, n)
     canvas = canvas_size(n, groups.max_offset) if groups.offsets.shape[1] > 1 else n
     scale = input_scale(counts, good)
@@ -107,7 +130,19 @@ def build_payload(
         canvas=canvas,
         input_scale=scale,
         mean_total_counts=mean_total,
+        fresnel_number=fresnel,
     )
+
+
+def _check_fresnel(fresnel_number: tuple[float, float]) -> tuple[float, float]:
+    values = tuple(float(v) for v in np.asarray(fresnel_number, dtype=float).reshape(-1))
+    if len(values) != 2 or not all(np.isfinite(v) for v in values):
+        raise InputError(
+            f'fresnel_number = {fresnel_number!r} is not allowed; expected two finite numbers '
+            '(x, y), dx**2 / (wavelength x detector distance): check the photon energy, the '
+            'detector distance and the pixel sizes in the product.'
+        )
+    return values[0], values[1]
 
 
 def _check_counts_shape(counts: np.ndarray) -> int:

@@ -20,6 +20,7 @@ from ptychodus_ptychopinn.checkpoint import load_model, save_model
 from ptychodus_ptychopinn.cli import main
 from ptychodus_ptychopinn.engine.pretrain import probe_fingerprint
 from ptychodus_ptychopinn.factory import build_payload
+from ptychodus_ptychopinn.plugin.convert import fresnel_number
 from ptychodus_ptychopinn.plugin.layout import read_product_arrays
 from ptychodus_ptychopinn.plugin.simulation import save_layout, simulate_scan
 
@@ -57,6 +58,7 @@ def _payload(scan, counts=None, **extra):
         scan.positions_px,
         np.ones_like(scan.truth_array),
         overrides={**SMALL, **extra},
+        fresnel_number=fresnel_number(scan.product),
     )
 
 
@@ -79,7 +81,13 @@ def test_pretraining_learns_and_records_its_recipe(scan) -> None:
     assert meta['kind'] == 'pretrained'
     assert meta['pretrain_families'] == 'dead_leaves,blocks,blobs'
     assert meta['n'] == '32' and meta['gridsize'] == '2'
-    assert meta['probe_fingerprint'] == probe_fingerprint(scan.probe_modes)
+    # The probe the physics sees: the scan's times the detector's Fresnel chirp.
+    payload = _payload(scan)
+    assert meta['probe_fingerprint'] == probe_fingerprint(payload.physics_probe)
+    assert meta['probe_fingerprint'] != probe_fingerprint(scan.probe_modes)
+    assert [float(f) for f in meta['fresnel_number'].split(',')] == pytest.approx(
+        payload.fresnel_number, rel=1e-5
+    )
     assert int(meta['pretrain_patterns']) == 16 * 4 * 4
     assert float(meta['dose_counts_per_pattern']) == pytest.approx(
         float(np.asarray(scan.counts, dtype=float).sum(axis=(1, 2)).mean()), rel=1e-6

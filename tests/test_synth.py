@@ -9,6 +9,8 @@ import torch
 from ptychodus_ptychopinn.config import OBJECT_FAMILIES
 from ptychodus_ptychopinn.data.grouping import group_neighbours
 from ptychodus_ptychopinn.model.unrolled import window_positions
+from ptychodus_ptychopinn.physics.propagation import fresnel_chirp
+from ptychodus_ptychopinn.plugin.convert import fresnel_number
 from ptychodus_ptychopinn.plugin.simulation import simulate_scan
 from ptychodus_ptychopinn.synth.objects import ObjectRecipe, generate_objects
 from ptychodus_ptychopinn.synth.simulate import GroupSimulator, _windows, expected_counts
@@ -47,9 +49,10 @@ def test_windows_are_integer_crops_at_their_corners() -> None:
 
 
 def test_simulated_counts_match_ptychodus_s_simulator() -> None:
-    """Known answer: the simulator's forward model of the truth at the scan's positions
-    reproduces the expected counts of ptychodus's ``generate_diffraction_data`` (noise off),
-    for smooth and sharp objects; a half-pixel slip is clearly worse."""
+    """Known answer: the simulator's forward model of the truth at the scan's positions, with
+    the detector's Fresnel chirp, reproduces the expected counts of ptychodus's
+    ``generate_diffraction_data`` (noise off) to rounding, for smooth and sharp objects; a
+    half-pixel slip is clearly worse."""
     for kind in ('fractal', 'dead_leaves'):
         scan = simulate_scan(
             pattern_size=32, num_positions=40, photons_per_pattern=1e5, seed=3, noise=False,
@@ -58,17 +61,19 @@ def test_simulated_counts_match_ptychodus_s_simulator() -> None:
         truth = torch.as_tensor(scan.truth_array)
         probe = torch.as_tensor(scan.probe_modes)
         expected = np.asarray(scan.counts, dtype=float)
+        chirp = torch.as_tensor(fresnel_chirp(32, fresnel_number(scan.product)))
 
-        def error(shift: float, scan=scan, truth=truth, probe=probe, expected=expected) -> float:
+        def error(
+            shift: float, scan=scan, truth=truth, probe=probe, expected=expected, chirp=chirp
+        ) -> float:
             positions = torch.as_tensor(scan.positions_px) + shift
             corner, frac = window_positions(positions, 32)
             windows = _windows(truth[None], corner[None], 32)[0]
-            ours = expected_counts(probe, windows, frac).numpy()
+            ours = expected_counts(probe, windows, frac, chirp).numpy()
             return float(np.abs(ours - expected).sum() / expected.sum())
 
-        exact = error(0.0)
-        assert exact < 1e-2, (kind, exact)  # measured: 0.004 and 0.005
-        assert error(0.5) > 5 * exact
+        assert error(0.0) < 1e-12, kind
+        assert error(0.5) > 1e-2
 
 
 def test_group_simulator_draws_groups_shaped_like_the_scan_at_its_dose() -> None:

@@ -74,7 +74,10 @@ class RunContext:
         scale = initial_intensity_scale(payload.mean_total_counts, probe, good_fraction)
         in_scale = model.input_scale if model is not None else payload.input_scale
         good = torch.as_tensor(payload.good)
-        self._pinn: Pinn | None = Pinn(config.model, probe, scale, in_scale, payload.canvas, good)
+        chirp = None if payload.chirp is None else torch.as_tensor(payload.chirp).to(self.complex)
+        self._pinn: Pinn | None = Pinn(
+            config.model, probe, scale, in_scale, payload.canvas, good, chirp=chirp
+        )
         if model is not None:
             self._pinn.generator.load_state_dict(model.state)
         self._pinn.to(device=device, dtype=self.real)

@@ -37,13 +37,16 @@ def noise_misfit(
     obj: np.ndarray,
     device: torch.device | str = 'cpu',
     seed: int = 0,
+    chirp: np.ndarray | None = None,
 ) -> float:
     """The misfit of ``obj`` (H, W) to ``counts`` (K, N, N, DC at the centre) lit by
     ``probe_modes`` (M, N, N) at ``positions`` (K, 2) as (x, y), over the ``good`` (N, N)
-    pixels, as a multiple of what Poisson noise alone leaves (deterministic: ``seed``)."""
+    pixels, as a multiple of what Poisson noise alone leaves (deterministic: ``seed``).
+    ``chirp``: the detector's Fresnel chirp (``Payload.chirp``)."""
     obj_t = torch.as_tensor(np.asarray(obj), device=device).to(torch.complex64)
     probe = torch.as_tensor(np.asarray(probe_modes), device=device).to(torch.complex64)
     mask = torch.as_tensor(np.asarray(good, dtype=bool), device=device)
+    window_chirp = None if chirp is None else torch.as_tensor(chirp, device=device)
     n = probe.shape[-1]
     count = len(positions)
     chosen = np.unique(np.linspace(0, count - 1, min(count, SAMPLE)).round().astype(int))
@@ -52,7 +55,7 @@ def noise_misfit(
         part = chosen[start : start + BATCH]
         where = torch.as_tensor(np.asarray(positions, dtype=np.float64)[part], device=device)
         corner, frac = split_positions(where, n)
-        probes = shifted_probes(probe, frac.to(torch.float32))
+        probes = shifted_probes(probe, frac.to(torch.float32), window_chirp)
         intensity = predicted_intensity(probes, gather_tiles(obj_t, corner, n), 1.0)
         models.append(intensity[:, mask].sqrt())
         data = torch.as_tensor(np.asarray(counts[part], dtype=np.float32), device=device)

@@ -79,11 +79,12 @@ class _Pretraining:
         self.simulator = GroupSimulator(
             probe, scale, ctx.good_mask, offsets, recipe,
             seed=seed + 1000003 * (world.rank + 1), device=ctx.device,
-            dose_jitter=self.config.pretrain_dose_jitter,
+            dose_jitter=self.config.pretrain_dose_jitter, chirp=pinn.chirp,
         )  # fmt: skip
         validation = GroupSimulator(
-            probe, scale, ctx.good_mask, offsets, recipe, seed=VALIDATION_SEED, device=ctx.device
-        )
+            probe, scale, ctx.good_mask, offsets, recipe, seed=VALIDATION_SEED,
+            device=ctx.device, chirp=pinn.chirp,
+        )  # fmt: skip
         self.validation = validation.draw(VALIDATION_GROUPS)
         weight = probe.abs().square().sum(dim=0)
         self.weight = (weight / weight.max()).to(ctx.real)
@@ -178,7 +179,8 @@ class _Pretraining:
             n=str(ctx.payload.n),
             gridsize=str(ctx.config.model.gridsize),
             probe_modes=str(ctx.payload.probe_modes.shape[0]),
-            probe_fingerprint=probe_fingerprint(ctx.payload.probe_modes),
+            probe_fingerprint=probe_fingerprint(ctx.payload.physics_probe),
+            fresnel_number=','.join(f'{f:.6g}' for f in ctx.payload.fresnel_number),
             pretrain_seconds=f'{seconds:.1f}',
             pretrain_patterns=str(self.patterns * self.world.size),
             pretrain_world_size=str(self.world.size),

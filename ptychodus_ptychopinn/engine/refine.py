@@ -202,7 +202,7 @@ class _Refinement:
         offsets = self.offsets[index] if moving else self.offsets[index].detach()
         corner, frac = split_positions(self.base[index] + offsets, self.n)
         tiles = gather_tiles(self.obj, corner, self.n)
-        probes = shifted_probes(self.probe, frac.to(ctx.real))
+        probes = shifted_probes(self.probe, frac.to(ctx.real), ctx.pinn.chirp)
         predicted = predicted_intensity(probes, tiles, 1.0)
         measured = ctx.measured(chosen)
         if self.amplitude:

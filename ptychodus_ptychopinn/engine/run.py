@@ -182,7 +182,13 @@ def _report_misfit(payload: Payload, obj: np.ndarray, device: torch.device) -> N
     """Log how well the network's object explains the counts; warn when it does not (a wrong
     probe is the usual cause: the network uses the scan's probe as given)."""
     misfit = noise_misfit(
-        payload.counts, payload.good, payload.probe_modes, payload.positions, obj, device
+        payload.counts,
+        payload.good,
+        payload.probe_modes,
+        payload.positions,
+        obj,
+        device,
+        chirp=payload.chirp,
     )
     if misfit > MISFIT_WARNING:
         logger.warning(
@@ -210,7 +216,7 @@ def _model_config(payload: Payload, model: TrainedModel | None) -> PinnConfig:
 def _probe_fingerprints(model: TrainedModel, payload: Payload) -> tuple[str, str]:
     """The probe fingerprint ``model`` was pretrained for ('' if none) and ``payload``'s."""
     recorded = str(model.metadata.get('probe_fingerprint', ''))
-    return recorded, probe_fingerprint(payload.probe_modes) if recorded else ''
+    return recorded, probe_fingerprint(payload.physics_probe) if recorded else ''
 
 
 def _pretrained_for_this_probe(model: TrainedModel, payload: Payload) -> bool:

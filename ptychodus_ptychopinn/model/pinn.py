@@ -30,6 +30,7 @@ class Pinn(nn.Module):
         input_scale: float,
         canvas: int,
         good: torch.Tensor | None = None,
+        chirp: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -40,11 +41,20 @@ class Pinn(nn.Module):
         n = probe_modes.shape[-1]
         mask = torch.ones((n, n), dtype=torch.bool) if good is None else good.to(torch.bool)
         self.register_buffer('good', mask, persistent=False)
+        # The detector's Fresnel chirp on every exit wave (real view: follows dtype moves).
+        real_chirp = None if chirp is None else torch.view_as_real(chirp.clone())
+        self.register_buffer('window_chirp', real_chirp, persistent=False)
         self.canvas = canvas
 
     @property
     def probe_modes(self) -> torch.Tensor:
         return torch.view_as_complex(self.probe)
+
+    @property
+    def chirp(self) -> torch.Tensor | None:
+        """The Fresnel chirp (N, N) that multiplies every window's probe; None: Fraunhofer."""
+        chirp = self.get_buffer('window_chirp')
+        return None if chirp is None else torch.view_as_complex(chirp)
 
     @property
     def input_scale_value(self) -> float:
@@ -56,7 +66,10 @@ class Pinn(nn.Module):
 
     def _physics(self) -> Physics:
         return Physics(
-            self.probe_modes.detach() * self.scale, self.input_scale_value, self.get_buffer('good')
+            self.probe_modes.detach() * self.scale,
+            self.input_scale_value,
+            self.get_buffer('good'),
+            self.chirp,
         )
 
     def patch_positions(self, positions: np.ndarray) -> np.ndarray:
@@ -118,5 +131,6 @@ class Pinn(nn.Module):
             return counts, patches
         patches = self.patches(inputs, offsets)
         b, c, n, _ = patches.shape
-        intensity = predicted_intensity(self.probe_modes, patches.reshape(b * c, n, n), self.scale)
+        probe = self.probe_modes if self.chirp is None else self.probe_modes * self.chirp
+        intensity = predicted_intensity(probe, patches.reshape(b * c, n, n), self.scale)
         return intensity.reshape(b, c, n, n), patches

@@ -72,11 +72,13 @@ SSIM -0.003 at 7 counts (3e4 photons, N = 64), -0.006 at 2.4 (1e4), neutral at 2
 @dataclass(frozen=True)
 class Physics:
     """What the physics layers need from the scan: probe modes already multiplied by the
-    intensity scale (M, N, N), the input scaling, and the good-pixel mask (N, N)."""
+    intensity scale (M, N, N), the input scaling, the good-pixel mask (N, N) and the
+    detector's Fresnel chirp (N, N; None: Fraunhofer)."""
 
     probe: torch.Tensor
     input_scale: float
     good: torch.Tensor
+    chirp: torch.Tensor | None = None
 
 
 def window_positions(offsets: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +156,7 @@ class UnrolledGenerator(nn.Module):
         real = inputs.dtype
         cplx = torch.complex128 if real == torch.float64 else torch.complex64
         corner, frac = window_positions(offsets, n)
-        probes = shifted_probes(physics.probe.to(cplx), frac.reshape(-1, 2).to(real))
+        probes = shifted_probes(physics.probe.to(cplx), frac.reshape(-1, 2).to(real), physics.chirp)
         probes = probes.reshape(b, c, *probes.shape[1:])  # (B, C, M, N, N)
         amplitude = torch.fft.ifftshift(inputs / physics.input_scale, dim=(-2, -1))
         good = torch.fft.ifftshift(physics.good, dim=(-2, -1))

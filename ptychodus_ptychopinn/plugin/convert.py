@@ -54,6 +54,7 @@ class ScanArrays:
     probe_modes: np.ndarray
     positions: np.ndarray
     object_init: np.ndarray
+    fresnel_number: tuple[float, float] = (0.0, 0.0)
 
     def payload(self, **kwargs: Any) -> Payload:
         """``factory.build_payload`` on these arrays (``preset``/``overrides`` or ``config``)."""
@@ -63,6 +64,7 @@ class ScanArrays:
             self.probe_modes,
             self.positions,
             self.object_init,
+            fresnel_number=self.fresnel_number,
             **kwargs,
         )
 
@@ -83,6 +85,24 @@ def scan_arrays(parameters: ReconstructInput) -> ScanArrays:
         probe_modes=product.probes.get_probe_no_opr().get_array(),
         positions=np.stack([np.asarray(x, float), np.asarray(y, float)], axis=-1),
         object_init=obj.get_layer(0),
+        fresnel_number=fresnel_number(product),
+    )
+
+
+def fresnel_number(product: Product) -> tuple[float, float]:
+    """The detector's per-pixel Fresnel numbers ``dx**2 / (lambda z)`` (x, y) of a far-field
+    product, from its metadata and probe pixels: what ptychodus's far-field simulator
+    (``FresnelTransformPropagator``) puts in the chirp it applies to every exit wave. (0, 0),
+    the Fraunhofer model, when the product is not far field or lacks a wavelength or distance."""
+    metadata = product.metadata
+    wavelength = float(metadata.photon_wavelength_m)
+    distance = float(metadata.detector_distance_m)
+    if not metadata.far_field or not wavelength > 0.0 or not distance > 0.0:
+        return 0.0, 0.0
+    geometry = product.probes.get_geometry()
+    return (
+        float(geometry.pixel_width_m) ** 2 / (wavelength * distance),
+        float(geometry.pixel_height_m) ** 2 / (wavelength * distance),
     )
 
 

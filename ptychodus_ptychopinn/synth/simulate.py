@@ -49,8 +49,10 @@ class GroupSimulator:
         device: torch.device,
         dose_jitter: float = 0.0,
         groups_per_scene: int = 4,
+        chirp: torch.Tensor | None = None,
     ) -> None:
         self.probe = probe_modes.to(device)
+        self.chirp = None if chirp is None else chirp.to(device)
         self.scale = float(intensity_scale)
         self.good = good.to(device)
         self.offsets = torch.as_tensor(group_offsets, dtype=torch.float64)
@@ -81,7 +83,7 @@ class GroupSimulator:
         corner, frac = window_positions(offsets, n)
         patches = _windows(scenes[scene_of], (reference + corner).to(self.device), n)
         b = patches.shape[0]
-        expected = expected_counts(self.probe, patches, frac.to(self.device, real))
+        expected = expected_counts(self.probe, patches, frac.to(self.device, real), self.chirp)
         scale = torch.full((b,), self.scale, dtype=torch.float64)
         if self.dose_jitter > 0:
             scale = scale * torch.exp(self.dose_jitter * (torch.rand(b, generator=g) - 0.5))
@@ -93,12 +95,18 @@ class GroupSimulator:
         return SimulatedBatch(counts, patches, offsets.to(self.device, real))
 
 
-def expected_counts(probe: torch.Tensor, windows: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
+def expected_counts(
+    probe: torch.Tensor,
+    windows: torch.Tensor,
+    frac: torch.Tensor,
+    chirp: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Counts (..., N, N) of integer windows (..., N, N) lit by probe modes (M, N, N) shifted
-    by each window's fraction (..., 2), for unit intensity scale."""
+    by each window's fraction (..., 2), times the detector's Fresnel ``chirp`` (N, N), for
+    unit intensity scale."""
     shape = windows.shape
     n = shape[-1]
-    probes = shifted_probes(probe, frac.reshape(-1, 2))
+    probes = shifted_probes(probe, frac.reshape(-1, 2), chirp)
     exit_waves = probes * windows.reshape(-1, 1, n, n)
     return far_field(exit_waves).abs().square().sum(dim=1).reshape(shape)
 
