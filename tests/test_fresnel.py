@@ -39,6 +39,23 @@ def test_fresnel_number_from_the_product_geometry() -> None:
         assert fx * n * n == pytest.approx(0.04408, rel=1e-3)
 
 
+def test_fresnel_number_of_exported_training_data(tmp_path) -> None:
+    """ptychodus's training-data export keeps energy, distance and object pixel size: the same
+    Fresnel numbers come back from it as from the layout it was exported from."""
+    from ptychodus.api.io import save_training_data
+
+    from ptychodus_ptychopinn.plugin.convert import load_training_file
+    from ptychodus_ptychopinn.plugin.layout import load_layout
+    from ptychodus_ptychopinn.plugin.simulation import save_layout
+
+    scan = simulate_scan(pattern_size=32, num_positions=20, photons_per_pattern=1e4, seed=1)
+    layout = load_layout(save_layout(tmp_path / 'layout', scan))
+    save_training_data(tmp_path / 'scan.h5', layout.parameters, inpaint_bad_pixels=False)
+    exported = load_training_file(tmp_path / 'scan.h5')
+    assert layout.arrays.fresnel_number == pytest.approx(fresnel_number(scan.product), rel=1e-9)
+    assert exported.fresnel_number == pytest.approx(layout.arrays.fresnel_number, rel=1e-6)
+
+
 def test_chirp_is_the_fresnel_transform_s_input_phase() -> None:
     chirp = fresnel_chirp(8, (0.01, 0.02))
     assert chirp is not None and chirp.shape == (8, 8)

@@ -27,6 +27,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from ptychodus.api.constants import energy_eV_to_wavelength_m
 from ptychodus.api.io import TrainingDataFileKeys
 from ptychodus.api.object import Object
 from ptychodus.api.probe import ProbeSequence
@@ -95,15 +96,24 @@ def fresnel_number(product: Product) -> tuple[float, float]:
     (``FresnelTransformPropagator``) puts in the chirp it applies to every exit wave. (0, 0),
     the Fraunhofer model, when the product is not far field or lacks a wavelength or distance."""
     metadata = product.metadata
-    wavelength = float(metadata.photon_wavelength_m)
-    distance = float(metadata.detector_distance_m)
-    if not metadata.far_field or not wavelength > 0.0 or not distance > 0.0:
+    if not metadata.far_field:
         return 0.0, 0.0
     geometry = product.probes.get_geometry()
-    return (
-        float(geometry.pixel_width_m) ** 2 / (wavelength * distance),
-        float(geometry.pixel_height_m) ** 2 / (wavelength * distance),
+    return _fresnel(
+        metadata.photon_wavelength_m,
+        metadata.detector_distance_m,
+        geometry.pixel_width_m,
+        geometry.pixel_height_m,
     )
+
+
+def _fresnel(wavelength: float, distance: float, dx: float, dy: float) -> tuple[float, float]:
+    """``(dx**2, dy**2) / (lambda z)``; (0, 0) when the geometry is missing or not physical."""
+    values = [float(v) for v in (wavelength, distance, dx, dy)]
+    if not all(np.isfinite(v) and v > 0.0 for v in values):
+        return 0.0, 0.0
+    wavelength, distance, dx, dy = values
+    return dx * dx / (wavelength * distance), dy * dy / (wavelength * distance)
 
 
 def _warn_if_opr(probes: ProbeSequence) -> None:
@@ -135,16 +145,28 @@ def load_training_file(path: Path) -> ScanArrays:
             obj = handle[keys.OBJECT_ARRAY][()]
             x = handle[keys.PROBE_POSITION_X_PX][()]
             y = handle[keys.PROBE_POSITION_Y_PX][()]
+            geometry = [
+                float(handle[k][()]) if k in handle else 0.0
+                for k in (
+                    keys.PHOTON_ENERGY,
+                    keys.DETECTOR_OBJECT_DISTANCE,
+                    keys.OBJECT_PIXEL_WIDTH,
+                    keys.OBJECT_PIXEL_HEIGHT,
+                )
+            ]
     except OSError as exc:
         raise InputError(f'cannot read training data {path}: {exc}') from exc
     if obj.ndim == 3:
         obj = obj[0]
+    energy, distance, dx, dy = geometry  # training data are far field (ptychodus's export)
+    wavelength = energy_eV_to_wavelength_m(energy) if energy > 0.0 else 0.0
     return ScanArrays(
         counts=counts,
         bad_pixels=None if bad is None else bad.astype(bool),
         probe_modes=probe,
         positions=np.stack([np.asarray(x, float), np.asarray(y, float)], axis=-1),
         object_init=obj,
+        fresnel_number=_fresnel(wavelength, distance, dx, dy),
     )
 
 
