@@ -204,6 +204,10 @@ class Worker(QObject):
             f'on {device}'
         )
         self._emit_frame(payload.object_init, payload.probe_modes, 'start', 0, force=True)
+        # What opening the scan and the window allocated since the warm-up lives through the
+        # run: frozen, a full collection during the run does not walk it (0.1-0.2 s holding
+        # the GIL otherwise, measured as a GUI stall; docs/studio.md).
+        gc.freeze()
         self._loop(events, outcome, goal, device)
 
     def _loop(self, events: Any, outcome: Outcome, goal: int, device: str) -> None:
