@@ -98,13 +98,19 @@ def test_band_gradient_splits_the_gradient_into_two_bands_that_add_up() -> None:
 
 
 @pytest.mark.parametrize(
-    ('photons', 'loss', 'split'),
-    [(1e3, 'amplitude', True), (1e6, 'amplitude', False), (1e3, 'poisson', False)],
+    ('photons', 'loss', 'modes', 'split'),
+    [
+        (1e3, 'amplitude', 1, True),
+        (1e6, 'amplitude', 1, False),
+        (1e3, 'poisson', 1, False),
+        (1e3, 'amplitude', 2, False),
+    ],
 )
 def test_refinement_splits_the_fit_only_at_low_dose_with_the_amplitude_loss(
-    photons: float, loss: str, split: bool, monkeypatch: pytest.MonkeyPatch
+    photons: float, loss: str, modes: int, split: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1e3 photons on 32 x 32 is about 1 count per pixel (under FINAL_BATCH_MAX_COUNTS)."""
+    """1e3 photons on 32 x 32 is about 1 count per pixel (under FINAL_BATCH_MAX_COUNTS); with
+    2 probe modes the split fit lost amplitude (measured), so it stays off."""
     from ptychodus_ptychopinn.engine import ResultEvent, reconstruct
     from ptychodus_ptychopinn.engine import refine as refine_module
     from ptychodus_ptychopinn.factory import build_payload
@@ -117,7 +123,10 @@ def test_refinement_splits_the_fit_only_at_low_dose_with_the_amplitude_loss(
         return expected_root(intensity)
 
     monkeypatch.setattr(refine_module, 'expected_root', counting)
-    scan = simulate_scan(pattern_size=32, num_positions=60, photons_per_pattern=photons, seed=3)
+    scan = simulate_scan(
+        pattern_size=32, num_positions=60, photons_per_pattern=photons, seed=3,
+        num_probe_modes=modes,
+    )  # fmt: skip
     payload = build_payload(
         scan.counts, scan.bad_pixels, scan.probe_modes, scan.positions_px,
         scan.product.object_.get_array()[0], preset='fast',

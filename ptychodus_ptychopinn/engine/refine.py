@@ -35,9 +35,10 @@ with one ``FINAL_BATCH_FACTOR`` times larger again. Measured (N = 64, 1e4 photon
 epochs after the network): amplitude / phase SSIM 0.874 / 0.930 with the usual schedule,
 0.879 / 0.932 with this one (docs/pretraining.md).
 
-Also at low dose, the amplitude loss is fitted in two bands (``LOW_DOSE_SPLIT_SIGMA``): the
-object's low spatial frequencies follow the unbiased fit of ``E[sqrt(N)]`` to ``sqrt(n)``, its
-fine detail and the probe the plain ``sqrt(I)`` fit, whose low-count bias damps noise there.
+Also at low dose, with a single probe mode, the amplitude loss is fitted in two bands
+(``LOW_DOSE_SPLIT_SIGMA``): the object's low spatial frequencies follow the unbiased fit of
+``E[sqrt(N)]`` to ``sqrt(n)``, its fine detail and the probe the plain ``sqrt(I)`` fit, whose
+low-count bias damps noise there.
 
 Position refinement (``position_refinement``, from ``position_refinement_start`` epochs on)
 moves each scan point by a Gauss-Newton step on its own exit wave,
@@ -94,7 +95,8 @@ the unbiased fit over all frequencies removes it but doubles the amplitude noise
 bias damps the finest detail like a smoothing prior. Flat starts (docs/pretraining.md): at
 N = 64 and 1e4 photons fractal phase SSIM 0.932 -> 0.968, Siemens star 0.897 -> 0.901
 (amplitude -0.001); at N = 128 every family gained in both. A sigma fixed in pixels (0.75 at
-N = 128) lost amplitude there (fractal -0.06)."""
+N = 128) lost amplitude there (fractal -0.06). Single-mode probes only: with 2 modes the
+amplitude fell 0.025-0.035 (dead leaves, fractal), the phase up to 0.02."""
 AVERAGE_RUN_SHARE = 0.03
 """The averaging window never exceeds this share of the steps taken so far."""
 POSITION_DELTA = 0.05
@@ -169,7 +171,7 @@ class _Refinement:
         if self.low_dose and from_network:
             self.base_batch *= FINAL_BATCH_FACTOR
         self.low_pass: torch.Tensor | None = None  # the split fit's band filter (low dose)
-        if self.low_dose and self.amplitude:
+        if self.low_dose and self.amplitude and self.probe.shape[0] == 1:
             self.low_pass = gaussian_transfer(
                 self.obj.shape, LOW_DOSE_SPLIT_SIGMA * n, ctx.real, ctx.device
             )
