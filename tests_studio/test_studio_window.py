@@ -185,6 +185,24 @@ def test_stop_ends_within_one_batch_and_window_runs_again(
     assert window.outcome.goal == 2
 
 
+def test_earlier_runs_are_not_kept_by_the_frozen_collector(fast_run: FastRun) -> None:
+    """Each run freezes the collector's view when it starts (docs/studio.md). By now three
+    runs have ended; their refinements and run contexts sit in reference cycles (scheduler
+    lambdas), which only the collector frees. Frozen uncollected, they would stay for good."""
+    import gc
+
+    from ptychodus_ptychopinn.engine.context import RunContext
+    from ptychodus_ptychopinn.engine.refine import _Refinement
+
+    gc.collect()  # the last run's own garbage: not frozen, freed here
+    gc.unfreeze()
+    try:
+        kept = [o for o in gc.get_objects() if isinstance(o, (_Refinement, RunContext))]
+    finally:
+        gc.freeze()
+    assert kept == []
+
+
 def test_follow_recorded_run_with_truncated_last_line(
     fast_run: FastRun, qtbot: Any, tmp_path: Path
 ) -> None:

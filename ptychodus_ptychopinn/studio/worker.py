@@ -206,7 +206,10 @@ class Worker(QObject):
         self._emit_frame(payload.object_init, payload.probe_modes, 'start', 0, force=True)
         # What opening the scan and the window allocated since the warm-up lives through the
         # run: frozen, a full collection during the run does not walk it (0.1-0.2 s holding
-        # the GIL otherwise, measured as a GUI stall; docs/studio.md).
+        # the GIL otherwise, measured as a GUI stall; docs/studio.md). Collected first: the
+        # earlier runs' cyclic garbage (their refinements and optimisers) frozen would never
+        # be freed. Only what is not frozen yet is walked, a few ms.
+        gc.collect()
         gc.freeze()
         self._loop(events, outcome, goal, device)
 
